@@ -1,0 +1,130 @@
+"""The ``harness`` command: validate, plan, run suites, and print the suite schema.
+
+Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input (suite, option).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="LLM efficiency benchmark harness.")
+err = Console(stderr=True)
+out = Console() if Console().is_terminal else Console(width=200)  # logs and pipes get the full table
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Override the suites' model: embedded, tiny, local:PATH, hub:ORG/NAME.")
+
+
+def _load(paths: list[Path], model: str | None):
+    from harness.spec import SuiteError, load_suite
+
+    suites, failed = [], False
+    for path in paths:
+        try:
+            suites.append((path, load_suite(path, model=model)))
+        except SuiteError as exc:
+            failed = True
+            for line in exc.problems:
+                err.print(f"[red]error[/red] {line}", highlight=False, soft_wrap=True)
+    return suites, failed
+
+
+@app.command()
+def validate(paths: list[Path] = typer.Argument(..., help="Suite YAML files."),
+             model: Optional[str] = ModelOpt) -> None:
+    """Check suite files; exit 0 if all are valid, 2 otherwise, printing the path of every problem."""
+    suites, failed = _load(paths, model)
+    for path, suite in suites:
+        out.print(f"[green]ok[/green] {path} (suite {suite.name!r})", highlight=False)
+    raise typer.Exit(2 if failed else 0)
+
+
+@app.command()
+def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt) -> None:
+    """List every cell of the suites, with the reason of each skip, decided before anything runs."""
+    from harness.host import Host
+    from harness.planner import plan as make_plan
+
+    suites, failed = _load(paths, model)
+    host = Host.detect()
+    for path, suite in suites:
+        p = make_plan(suite, host, source=str(path), model_override=model)
+        table = Table(title=f"{suite.name} ({path}): {len(p.runnable)} to run, {len(p.skipped)} skipped", title_justify="left")
+        for col in ("cell", "scenario", "precision", "mode/engine", "workload", "status"):
+            table.add_column(col)
+        for pc in p.cells:
+            c = pc.cell
+            status = f"[yellow]skip[/yellow]: {pc.skip}" if pc.skip else "[green]run[/green]"
+            table.add_row(c.id, c.scenario, c.precision.label, c.impl or "-", c.workload.name if c.workload else "-", status)
+        out.print(table)
+    raise typer.Exit(2 if failed else 0)
+
+
+@app.command()
+def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt,
+        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this cell id (repeatable)."),
+        results: Path = typer.Option(Path("results"), "--results", help="Folder of the JSON Lines store."),
+        resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip cells already recorded for the same code and config."),
+        ) -> None:
+    """Run suites cell by cell (each in its own process) and print a summary table."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from harness.host import Host
+    from harness.planner import plan as make_plan
+    from harness.runner import Runner, run_plan
+    from harness.store import Store
+    from harness.summary import print_summary
+
+    suites, failed = _load(paths, model)
+    if failed:
+        raise typer.Exit(2)
+    host = Host.detect()
+    store, runner = Store(results), Runner(log_dir=results / "logs")
+    plans = [make_plan(suite, host, source=str(path), model_override=model) for path, suite in suites]
+    if only:
+        known = {c.cell.id for p in plans for c in p.cells}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            from harness.registry import suggest
+
+            for u in unknown:
+                err.print(f"[red]error[/red] --only {u}: no such cell{suggest(u, known)}", highlight=False)
+            raise typer.Exit(2)
+    all_records = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=out, transient=False) as progress:
+        for p in plans:
+            total = sum(1 for c in p.cells if not only or c.cell.id in only)
+            task = progress.add_task(p.suite, total=total)
+
+            def started(pc, task=task) -> None:
+                progress.update(task, description=f"{p.suite}: {pc.cell.id}")
+
+            def finished(record, reused, task=task) -> None:
+                progress.advance(task)
+                note = " (recorded earlier, not rerun)" if reused else f" in {record.duration_s:.1f} s"
+                progress.console.print(f"{record.cell_id}: {record.status}{note}" + (f": {record.reason}" if record.reason else ""),
+                                       highlight=False, soft_wrap=True)
+
+            all_records += run_plan(p, store, runner, resume=resume, only=set(only) if only else None,
+                                    on_start=started, on_record=finished)
+            progress.update(task, description=p.suite)
+    print_summary(all_records, out)
+    out.print(f"records: {', '.join(str(store.path_for(p.suite)) for p in plans)}", highlight=False)
+    raise typer.Exit(1 if any(r.status in ("error", "oom", "timeout") for r in all_records) else 0)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON schema of a suite file."""
+    from harness.spec import dump_schema
+
+    typer.echo(dump_schema())
+
+
+if __name__ == "__main__":
+    app()

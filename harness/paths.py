@@ -1,0 +1,33 @@
+"""Where the harness keeps things on disk: the cache (converted and built models) and results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "HARNESS_CACHE_DIR"
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$HARNESS_CACHE_DIR``, else ``~/.cache/llm-harness``. Created on demand."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llm-harness").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def corpus_path(name: str) -> Path:
+    """Path of a shipped corpus by name (``plain_english`` -> data/corpus/plain_english.txt)."""
+    from harness.errors import UnknownNameError
+    from harness.registry import suggest
+
+    folder = DATA_DIR / "corpus"
+    path = folder / f"{name}.txt"
+    if not path.is_file():
+        names = sorted(p.stem for p in folder.glob("*.txt"))
+        raise UnknownNameError(f"unknown corpus {name!r}{suggest(name, names)}; shipped corpora: {', '.join(names)}")
+    return path
+
+
+def corpus_names() -> list[str]:
+    return sorted(p.stem for p in (DATA_DIR / "corpus").glob("*.txt"))

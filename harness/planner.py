@@ -1,0 +1,103 @@
+"""The planner: expands a suite into cells and decides, before anything runs, which are skipped and why.
+
+Pure: it reads the suite and a :class:`~harness.host.Host` snapshot; it touches no device and imports
+no framework. Skip reasons come from the suite's exclusions, the model source, and each
+implementation's ``supports(cell, host)``; skipped cells stay in the plan as data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from harness.cell import Cell
+from harness.errors import HarnessError
+from harness.host import Host
+from harness.spec import Suite
+
+
+class PlannedCell(BaseModel):
+    cell: Cell
+    skip: str | None = None
+    skipped_by: Literal["exclude", "model", "device", "precision", "mode", "engine"] | None = None
+
+
+class Plan(BaseModel):
+    suite: str
+    source: str | None = None
+    model_override: str | None = None
+    cells: list[PlannedCell]
+
+    @property
+    def runnable(self) -> list[PlannedCell]:
+        return [p for p in self.cells if p.skip is None]
+
+    @property
+    def skipped(self) -> list[PlannedCell]:
+        return [p for p in self.cells if p.skip is not None]
+
+    def command(self, cell: Cell) -> str:
+        """Shell command that reruns one cell alone."""
+        cmd = f"harness run {self.source or '<suite.yaml>'} --only {cell.id}"
+        return cmd + (f" --model {self.model_override}" if self.model_override else "")
+
+
+def _pick(names: list[str] | None, items: list[Any], label: Any) -> list[Any]:
+    return items if names is None else [i for i in items if label(i) in names]
+
+
+def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
+    """Every cell of the suite's cross-product, in a stable order (inference, training, serving)."""
+    common: dict[str, Any] = dict(suite=suite.name, model=suite.model, device=device, seed=suite.seed,
+                                  timeout_s=suite.timeout_s)
+    label = lambda x: x.label  # noqa: E731
+    cells: list[Cell] = []
+    if suite.inference:
+        settings = suite.inference.model_dump(mode="json", exclude={"precisions"})
+        for p in _pick(suite.inference.precisions, suite.precisions, label):
+            cells.append(Cell(id=f"{suite.name}-infer-{p.label}", scenario="infer", precision=p, settings=settings, **common))
+    if suite.training:
+        settings = suite.training.model_dump(mode="json", exclude={"precisions", "modes"})
+        for m in suite.training.modes:
+            for p in _pick(suite.training.precisions, suite.precisions, label):
+                cells.append(Cell(id=f"{suite.name}-train-{m.label}-{p.label}", scenario="train", precision=p, mode=m,
+                                  settings=settings, **common))
+    if suite.serving:
+        workloads = _pick(suite.serving.workloads, suite.workloads, lambda w: w.name)
+        for e in suite.serving.engines:
+            for p in _pick(suite.serving.precisions, suite.precisions, label):
+                for w in workloads:
+                    suffix = f"-{w.name}" if len(workloads) > 1 else ""
+                    cells.append(Cell(id=f"{suite.name}-serve-{e.label}-{p.label}{suffix}", scenario="serve", precision=p,
+                                      engine=e, workload=w, **common))
+    ids = [c.id for c in cells]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise HarnessError(f"suite {suite.name!r} yields duplicate cell ids {dupes}: give the clashing items a `name:`")
+    return cells
+
+
+def plan(suite: Suite, host: Host, *, source: str | None = None, model_override: str | None = None) -> Plan:
+    """Expand ``suite`` for ``host`` and attach a skip reason to every cell that cannot run there."""
+    device: Literal["cpu", "cuda"] = "cuda" if suite.device == "cuda" or (suite.device == "auto" and host.has_cuda) else "cpu"
+    model_reason = suite.model.check()
+    planned = []
+    for cell in expand(suite, device):
+        coords = cell.coords()
+        skip, by = None, None
+        excluded = next((ex for ex in suite.exclude if ex.matches(coords)), None)
+        if excluded is not None:
+            skip, by = f"excluded by the suite: {excluded.reason}", "exclude"
+        elif model_reason:
+            skip, by = model_reason, "model"
+        elif device == "cuda" and not host.has_cuda:
+            skip, by = "the suite asks for CUDA and this host has no CUDA device", "device"
+        elif (reason := cell.precision.supports(cell, host)) is not None:
+            skip, by = reason, "precision"
+        elif cell.mode is not None and (reason := cell.mode.supports(cell, host)) is not None:
+            skip, by = reason, "mode"
+        elif cell.engine is not None and (reason := cell.engine.supports(cell, host)) is not None:
+            skip, by = reason, "engine"
+        planned.append(PlannedCell(cell=cell, skip=skip, skipped_by=by))
+    return Plan(suite=suite.name, source=source, model_override=model_override, cells=planned)

@@ -1,0 +1,117 @@
+"""pytest plugin: turns suite YAML files into test items, one per cell, measured by pytest-benchmark.
+
+Loaded from the repository's ``conftest.py``. ``pytest suites/ --benchmark-only`` collects
+``test_cell[<cell id>]`` for every cell of every ``*.yaml`` beside the test module; each cell runs in
+its own subprocess as one pedantic round (no calibration loop), its metrics go to ``extra_info`` (so
+``--benchmark-json`` carries them) and its record to the store. Skipped cells are pytest skips with
+the planner's reason; a cell that errors, runs out of memory or times out fails its item.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_RECORDS_KEY = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "LLM efficiency harness")
+    group.addoption("--harness-model", default=None, metavar="REF",
+                    help="Override every suite's model (embedded, tiny, local:PATH, hub:ORG/NAME).")
+    group.addoption("--harness-suite", action="append", default=None, metavar="PATH",
+                    help="Suite file(s) to run (default: every *.yaml beside the test module).")
+    group.addoption("--harness-results", default="results", metavar="DIR", help="Folder of the JSON Lines store.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_RECORDS_KEY] = []
+
+
+def _suite_files(metafunc: pytest.Metafunc) -> list[Path]:
+    chosen = metafunc.config.getoption("--harness-suite")
+    if chosen:
+        return [Path(p) for p in chosen]
+    return sorted(Path(metafunc.module.__file__).parent.glob("*.yaml"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_cell" not in metafunc.fixturenames:
+        return
+    from harness.host import Host
+    from harness.planner import plan
+    from harness.spec import SuiteError, load_suite
+
+    model = metafunc.config.getoption("--harness-model")
+    host = Host.detect()
+    params, ids, problems = [], [], []
+    for path in _suite_files(metafunc):
+        try:
+            suite = load_suite(path, model=model)
+        except SuiteError as exc:
+            problems += exc.problems
+            continue
+        p = plan(suite, host, source=str(path), model_override=model)
+        for planned in p.cells:
+            params.append((p, planned))
+            ids.append(planned.cell.id)
+    if problems:
+        raise pytest.UsageError("invalid suite(s), nothing was run:\n  " + "\n  ".join(problems))
+    metafunc.parametrize("harness_cell", params, ids=ids)
+
+
+@pytest.fixture(scope="session")
+def harness_runner(pytestconfig: pytest.Config) -> Any:
+    from harness.runner import Runner
+
+    return Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs")
+
+
+@pytest.fixture(scope="session")
+def harness_store(pytestconfig: pytest.Config) -> Any:
+    from harness.store import Store
+
+    return Store(pytestconfig.getoption("--harness-results"))
+
+
+def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchmark: Any, runner: Any, store: Any) -> Any:
+    """Run one planned cell as a single pedantic benchmark round; record it; skip or fail as it says."""
+    plan, planned = harness_cell
+    command = plan.command(planned.cell)
+    records = request.config.stash[_RECORDS_KEY]
+    if planned.skip is not None:
+        record = runner.skipped(planned, command)
+        store.append(record)
+        records.append(record)
+        pytest.skip(planned.skip)
+    record = benchmark.pedantic(runner.run, args=(planned.cell, command), rounds=1, iterations=1, warmup_rounds=0)
+    store.append(record)
+    records.append(record)
+    benchmark.group = f"{planned.cell.suite}/{planned.cell.scenario}"
+    benchmark.extra_info.update({
+        "cell_id": record.cell_id, "status": record.status, "record_id": record.record_id,
+        "metrics": {k: m.value for k, m in record.metrics.items()},
+        "units": {k: m.unit for k, m in record.metrics.items()},
+        "coords": planned.cell.coords(), "command": command,
+    })
+    if record.status != "ok":
+        pytest.fail(f"cell {record.cell_id}: {record.status}: {record.reason}\n--- log tail ---\n{record.log_tail or ''}",
+                    pytrace=False)
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    records = config.stash.get(_RECORDS_KEY, [])
+    if not records:
+        return
+    from rich.console import Console
+
+    from harness.summary import print_summary
+
+    buf = io.StringIO()
+    print_summary(records, Console(file=buf, width=max(terminalreporter._tw.fullwidth, 160), force_terminal=False))
+    terminalreporter.write_sep("=", "harness summary")
+    terminalreporter.write(buf.getvalue())

@@ -1,0 +1,82 @@
+"""Versioned, self-describing records: one per cell, whatever became of it.
+
+A record holds the resolved cell, its status (ok / skipped / error / oom / timeout) with the reason
+and the tail of its log, its metrics (value, unit, raw samples), the environment it ran in (hardware,
+driver, framework versions, git SHA), its seed and timings, and the command that reproduces it.
+Bump :data:`SCHEMA_VERSION` when the meaning of a field changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "skipped", "error", "oom", "timeout"]
+STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "oom", "timeout")
+
+
+class Metric(BaseModel):
+    """One measured (or predicted) quantity. The metric's name carries its unit too (``decode_tok_s``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float
+    unit: str
+    samples: list[float] = Field(default_factory=list, description="raw samples the value summarizes")
+    stat: Literal["value", "mean", "median", "sum", "max", "min", "p90", "p99"] = Field(
+        default="value", description="how value summarizes samples")
+    source: Literal["measured", "analytic"] = "measured"
+    description: str = ""
+
+
+class CellResult(BaseModel):
+    """What a cell's worker returns: its metrics and the facts behind them."""
+
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Environment(BaseModel):
+    """Where a record was produced."""
+
+    hostname: str
+    platform: str
+    python: str
+    cpu_model: str
+    cpu_count: int
+    memory_bytes: int
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    packages: dict[str, str | None] = Field(default_factory=dict)
+    git_sha: str | None = None
+    git_dirty: bool | None = None
+    harness_version: str
+
+
+class Record(BaseModel):
+    """The outcome of one cell."""
+
+    schema_version: int = SCHEMA_VERSION
+    record_id: str
+    suite: str
+    cell_id: str
+    cell_key: str = Field(description="hash of the resolved cell configuration")
+    code_key: str = Field(description="hash of the harness code and framework versions that produced it")
+    cell: dict[str, Any] = Field(description="the resolved cell configuration")
+    status: Status
+    reason: str | None = None
+    log_tail: str | None = None
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    environment: Environment
+    seed: int
+    started_at: datetime
+    duration_s: float
+    command: str = Field(description="shell command that reproduces this cell alone")
+
+    def metric(self, name: str) -> float | None:
+        m = self.metrics.get(name)
+        return None if m is None else m.value

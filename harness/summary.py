@@ -1,0 +1,65 @@
+"""Summary tables of records (rich), one per scenario; reads records only."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.records import Record
+
+COLUMNS: dict[str, list[str]] = {
+    "infer": ["perplexity", "prefill_tok_s", "decode_tok_s", "weight_bytes", "peak_rss_bytes", "load_s"],
+    "train": ["loss", "step_time_ms", "train_tok_s", "trainable_params", "params_bytes", "grads_bytes",
+              "optimizer_bytes", "activation_saved_bytes", "peak_rss_bytes"],
+    "serve": ["output_tok_s", "request_throughput_req_s", "ttft_ms", "tpot_ms", "e2el_ms", "e2el_p90_ms",
+              "startup_s", "peak_rss_bytes"],
+}
+TITLES = {"infer": "Inference", "train": "Training", "serve": "Serving"}
+STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return f"{value / 2**20:,.1f} MiB"
+    if unit == "count":
+        return f"{value:,.0f}"
+    return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
+    """One table per scenario present in ``records``, with notes (skip/failure reasons, loss curves)."""
+    out = []
+    for scenario, wanted in COLUMNS.items():
+        rows = [r for r in records if r.cell.get("scenario") == scenario]
+        if not rows:
+            continue
+        cols = [c for c in wanted if any(c in r.metrics for r in rows)]
+        table = Table(title=TITLES[scenario], title_justify="left", show_lines=False)
+        table.add_column("cell", no_wrap=True)
+        table.add_column("status")
+        for c in cols:
+            table.add_column(c, justify="right")
+        notes = []
+        for r in rows:
+            values = [fmt(r.metric(c), r.metrics[c].unit) if c in r.metrics else "-" for c in cols]
+            if r.reason:
+                notes.append(f"  {r.cell_id}: {r.status}: {r.reason}")
+            elif scenario == "train" and "loss" in r.metrics:
+                losses = r.metrics["loss"].samples
+                notes.append(f"  {r.cell_id}: loss by step {' -> '.join(f'{v:.3f}' for v in losses)}")
+            style = STATUS_STYLE.get(r.status, "")
+            table.add_row(r.cell_id, f"[{style}]{r.status}[/{style}]", *values)
+        out.append((table, notes))
+    return out
+
+
+def print_summary(records: list[Record], console: Console | None = None) -> None:
+    console = console or Console()
+    for table, notes in tables(records):
+        console.print(table)
+        for line in notes:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    counts = {s: sum(1 for r in records if r.status == s) for s in STATUS_STYLE}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells")

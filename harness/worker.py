@@ -1,0 +1,64 @@
+"""Runs one cell inside its own process: ``python -m harness.worker CELL.json RESULT.json``.
+
+Writes ``{"status": "ok", "metrics": ..., "info": ...}`` or ``{"status": "error"|"oom", "reason": ...}``
+to RESULT.json (atomically). Tracebacks go to stderr, which the runner keeps as the cell's log.
+The ``__main__`` guard matters: vLLM spawns processes that re-import the main module.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def execute(cell_path: Path) -> dict[str, Any]:
+    """Resolve the cell's model, run its scenario, and return the result as a JSON-able mapping."""
+    from harness.cell import Cell
+    from harness.records import Metric
+    from harness.scenarios import runner_for
+
+    cell = Cell.model_validate_json(cell_path.read_text())
+    try:
+        model = cell.model.resolve()
+        result = runner_for(cell.scenario)(cell, model)
+    except BaseException as exc:  # every failure becomes a record, never a dead suite
+        traceback.print_exc()
+        status = "oom" if _is_oom(exc) else "error"
+        return {"status": status, "reason": f"{type(exc).__name__}: {exc}".strip()[:2000]}
+    result.info["model"] = {"path": str(model.path), "provenance": model.provenance, "made": model.made}
+    if model.made:
+        result.metrics["model_prepare_s"] = Metric(value=model.prepare_s, unit="s",
+                                                   description="building/converting the model (cache miss)")
+    return {"status": "ok", **result.model_dump(mode="json")}
+
+
+def main(argv: list[str]) -> int:
+    faulthandler.enable()
+    if len(argv) != 2:
+        print("usage: python -m harness.worker CELL.json RESULT.json", file=sys.stderr)
+        return 2
+    result = execute(Path(argv[0]))
+    _write(Path(argv[1]), result)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave at once: framework atexit hooks (vLLM engine teardown) must not turn a result into a hang.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,65 @@
+"""Shared fixtures: a private model cache per test session and suites on the tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SUITE = """
+name: tiny
+model: tiny
+timeout_s: 600
+precisions:
+  - kind: fp32
+  - kind: bf16
+  - kind: nf4
+workloads:
+  - name: mixed
+    num_requests: 8
+    prompt_tokens: 32
+    output_tokens: [4, 8, 24]
+inference:
+  seq_len: 64
+  stride: 64
+  max_windows: 2
+  prompt_tokens: 16
+  decode_tokens: 8
+  repeats: 2
+training:
+  precisions: [fp32]
+  modes:
+    - kind: lora
+      r: 8
+      targets: [q_proj, k_proj, v_proj, o_proj]
+  batch_size: 2
+  seq_len: 64
+  steps: 3
+  lr: 1.0e-3
+serving:
+  precisions: [bf16, nf4]
+  engines:
+    - kind: hf-static
+      batch_size: 4
+    - kind: vllm-continuous
+      max_num_seqs: 4
+      max_model_len: 128
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def harness_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models built by tests go to a cache private to the session (inherited by cell subprocesses)."""
+    path = Path(os.environ.get("HARNESS_TEST_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
+    os.environ["HARNESS_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def tiny_suite_path(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SUITE)
+    return path
