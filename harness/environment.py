@@ -28,7 +28,7 @@ def capture(host: Host | None = None) -> Environment:
     host = host or Host.detect()
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if sha else None
-    return Environment(**host.model_dump(exclude={"gpus"}), gpus=[g.model_dump() for g in host.gpus], git_sha=sha,
+    return Environment(**host.model_dump(), git_sha=sha,
                        git_dirty=bool(status) if status is not None else None, harness_version=harness.__version__)
 
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.host import Host
+
 SCHEMA_VERSION = 1
 
 Status = Literal["ok", "skipped", "error", "oom", "timeout"]
@@ -40,17 +42,9 @@ class CellResult(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
-class Environment(BaseModel):
-    """Where a record was produced."""
+class Environment(Host):
+    """Where a record was produced: the host's facts plus the code's version."""
 
-    hostname: str
-    platform: str
-    python: str
-    cpu_model: str
-    cpu_count: int
-    memory_bytes: int
-    gpus: list[dict[str, Any]] = Field(default_factory=list)
-    packages: dict[str, str | None] = Field(default_factory=dict)
     git_sha: str | None = None
     git_dirty: bool | None = None
     harness_version: str
