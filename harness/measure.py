@@ -133,7 +133,6 @@ def linear_kernels(model: Any) -> dict[str, int]:
 
     counts: collections.Counter[str] = collections.Counter()
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear) or "Linear" in type(module).__name__:
-            if not any(True for _ in module.children()) or isinstance(module, torch.nn.Linear):
-                counts[f"{type(module).__module__}.{type(module).__name__}"] += 1
+        if isinstance(module, torch.nn.Linear):  # bitsandbytes' Linear4bit/Linear8bitLt subclass it
+            counts[f"{type(module).__module__}.{type(module).__name__}"] += 1
     return dict(counts)

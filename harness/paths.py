@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
 DATA_DIR = Path(__file__).parent / "data"
@@ -31,3 +34,17 @@ def corpus_path(name: str) -> Path:
 
 def corpus_names() -> list[str]:
     return sorted(p.stem for p in (DATA_DIR / "corpus").glob("*.txt"))
+
+
+def _known_corpus(name: str) -> str:
+    from harness.errors import UnknownNameError
+
+    try:
+        corpus_path(name)
+    except UnknownNameError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+# A suite field naming a shipped corpus: unknown names fail validation, not the run.
+CorpusName = Annotated[str, AfterValidator(_known_corpus)]

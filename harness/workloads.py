@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from harness.paths import corpus_names
+from harness.paths import CorpusName
 from harness.specbase import Slug, StrictModel
 
 if TYPE_CHECKING:
@@ -22,20 +22,12 @@ class Workload(StrictModel):
 
     name: Slug = Field(description="Workload name, used in cell ids and exclusions.")
     source: Literal["corpus"] = Field(default="corpus", description="Where prompts come from.")
-    corpus: str = Field(default="plain_english", description="Shipped corpus to cut prompts from.")
+    corpus: CorpusName = Field(default="plain_english", description="Shipped corpus to cut prompts from.")
     num_requests: int = Field(default=16, ge=1, description="Number of requests.")
     prompt_tokens: int = Field(default=64, ge=1, description="Prompt length in tokens (every request).")
     output_tokens: int | list[int] = Field(
         default=32, description="Tokens to generate: one number, or a list drawn from uniformly per request.")
     seed: int = Field(default=0, description="Seed for prompt offsets and output lengths.")
-
-    @field_validator("corpus")
-    @classmethod
-    def _known_corpus(cls, value: str) -> str:
-        names = corpus_names()
-        if value not in names:
-            raise ValueError(f"unknown corpus {value!r}; shipped corpora: {', '.join(names)}")
-        return value
 
     @field_validator("output_tokens")
     @classmethod

@@ -133,3 +133,9 @@ def test_cli_schema_is_the_suite_schema():
     schema = json.loads(res.stdout)
     assert schema == json.loads(json.dumps(Suite.model_json_schema()))
     assert "precisions" in schema["properties"] and schema["additionalProperties"] is False
+
+
+def test_unknown_corpus_fails_validation_not_the_run(tmp_path):
+    text = TINY_SUITE.replace("inference:\n", "inference:\n  corpus: plain_englsh\n", 1)
+    joined = "\n".join(problems(tmp_path, text))
+    assert "inference.corpus: unknown corpus 'plain_englsh' (did you mean 'plain_english'?)" in joined

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from harness._cachedir import build_once
 from harness.models import SOURCES, ModelSource, ResolvedModel
-from harness.paths import cache_dir, corpus_path
+from harness.paths import CorpusName, cache_dir, corpus_path
 
 BUILD_VERSION = 1
 
@@ -35,7 +35,7 @@ class Tiny(ModelSource):
     vocab_size: int = Field(default=2048, ge=300, description="Tokenizer vocabulary (byte-level BPE) and embedding rows.")
     max_position_embeddings: int = Field(default=1024, ge=64, description="Longest sequence.")
     seed: int = Field(default=0, description="Seed of the random weights.")
-    corpus: str = Field(default="plain_english", description="Shipped corpus the tokenizer is trained on.")
+    corpus: CorpusName = Field(default="plain_english", description="Shipped corpus the tokenizer is trained on.")
 
     @classmethod
     def from_ref(cls, rest: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
+from harness.paths import CorpusName
 from harness.records import CellResult, Metric
 from harness.specbase import StrictModel
 
@@ -26,7 +27,7 @@ class InferenceSettings(StrictModel):
     """The suite's ``inference:`` block: precisions to evaluate and how."""
 
     precisions: list[str] | None = Field(default=None, description="Names of suite precisions to run (default: all).")
-    corpus: str = Field(default="plain_english", description="Shipped corpus for perplexity and prompts.")
+    corpus: CorpusName = Field(default="plain_english", description="Shipped corpus for perplexity and prompts.")
     seq_len: int = Field(default=256, ge=8, description="Perplexity window length in tokens.")
     stride: int = Field(default=256, ge=1, description="Perplexity window start spacing in tokens.")
     max_windows: int = Field(default=4, ge=1, description="Perplexity windows evaluated at most.")

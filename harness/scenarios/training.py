@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from harness.axes import TrainingModeConfig
+from harness.paths import CorpusName
 from harness.records import CellResult, Metric
 from harness.specbase import StrictModel
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 class StepSettings(StrictModel):
     """How a training cell steps (the settings every cell of the ``training:`` block shares)."""
 
-    corpus: str = Field(default="plain_english", description="Shipped corpus the batch is cut from.")
+    corpus: CorpusName = Field(default="plain_english", description="Shipped corpus the batch is cut from.")
     batch_size: int = Field(default=4, ge=1, description="Sequences per micro-batch.")
     seq_len: int = Field(default=128, ge=8, description="Tokens per sequence.")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
