@@ -23,6 +23,7 @@ class Cell(StrictModel):
     scenario: Scenario
     model: ModelRef
     precision: PrecisionConfig
+    reference: PrecisionConfig | None = Field(default=None, description="inference: the precision compared against")
     mode: TrainingModeConfig | None = None
     engine: EngineConfig | None = None
     workload: Workload | None = None

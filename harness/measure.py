@@ -84,7 +84,7 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
-def _tensors_of(obj: Any, depth: int = 0) -> Iterable[Any]:
+def quant_state_tensors(obj: Any, depth: int = 0) -> Iterable[Any]:
     """Tensors held by a bitsandbytes quantization state (absmax, code, nested state2...)."""
     import torch
 
@@ -97,7 +97,7 @@ def _tensors_of(obj: Any, depth: int = 0) -> Iterable[Any]:
         if isinstance(value, torch.Tensor):
             yield value
         elif hasattr(value, "__dict__") and type(value).__module__.startswith("bitsandbytes"):
-            yield from _tensors_of(value, depth + 1)
+            yield from quant_state_tensors(value, depth + 1)
 
 
 def weight_bytes(model: Any) -> dict[str, int]:
@@ -122,17 +122,43 @@ def weight_bytes(model: Any) -> dict[str, int]:
     constants = 0
     for p in model.parameters():
         for attr in ("quant_state", "SCB"):
-            for t in _tensors_of(getattr(p, attr, None)):
+            for t in quant_state_tensors(getattr(p, attr, None)):
                 constants += count(t)
     return {"weights": weights, "quant_constants": constants, "total": weights + constants}
 
 
-def linear_kernels(model: Any) -> dict[str, int]:
-    """Count of Linear-like modules by class (``Linear4bit``, ``Linear``, ...): the kernels that run."""
+def is_linear_like(module: Any) -> bool:
+    """A ``torch.nn.Linear`` (bitsandbytes' classes subclass it) or a packed quantized linear (``qweight``)."""
     import torch
 
+    return isinstance(module, torch.nn.Linear) or (hasattr(module, "qweight") and hasattr(module, "in_features"))
+
+
+def linear_kernels(model: Any) -> dict[str, int]:
+    """Count of Linear-like modules by class (``Linear4bit``, ``TorchAtenLinear``, ``Linear``...): the kernels
+    that run. bitsandbytes' classes subclass ``torch.nn.Linear``; gptqmodel's carry ``qweight``."""
     counts: collections.Counter[str] = collections.Counter()
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear):  # bitsandbytes' Linear4bit/Linear8bitLt subclass it
+        if is_linear_like(module):
             counts[f"{type(module).__module__}.{type(module).__name__}"] += 1
     return dict(counts)
+
+
+MATMUL_HINTS = ("mm", "matmul", "linear", "gemv", "gemm", "int4", "int8", "bitsandbytes", "dequant", "woq", "wna16")
+
+
+def op_census(fn: Any, device: str, top: int = 8) -> list[dict[str, Any]]:
+    """Run ``fn()`` once under torch.profiler; the ``top`` operators by self time that look like matmul
+    or (de)quantization work (``name``, ``self_ms``, ``calls``): the kernels that actually ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    rows = []
+    for ev in prof.key_averages():
+        self_us = ev.self_cpu_time_total + (getattr(ev, "self_device_time_total", 0) or 0)
+        if any(h in ev.key.lower() for h in MATMUL_HINTS) and self_us > 0:
+            rows.append({"name": ev.key, "self_ms": self_us / 1000, "calls": ev.count})
+    return sorted(rows, key=lambda r: -r["self_ms"])[:top]

@@ -54,9 +54,13 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
     label = lambda x: x.label  # noqa: E731
     cells: list[Cell] = []
     if suite.inference:
-        settings = suite.inference.model_dump(mode="json", exclude={"precisions"})
-        for p in _pick(suite.inference.precisions, suite.precisions, label):
-            cells.append(Cell(id=f"{suite.name}-infer-{p.label}", scenario="infer", precision=p, settings=settings, **common))
+        settings = suite.inference.model_dump(mode="json", exclude={"precisions", "reference"})
+        picked = _pick(suite.inference.precisions, suite.precisions, label)
+        ref_name = suite.inference.reference or picked[0].label if picked else None
+        reference = next((p for p in suite.precisions if p.label == ref_name), None)
+        for p in picked:
+            cells.append(Cell(id=f"{suite.name}-infer-{p.label}", scenario="infer", precision=p, reference=reference,
+                              settings=settings, **common))
     if suite.training:
         settings = suite.training.model_dump(mode="json", exclude={"precisions", "modes"})
         for m in suite.training.modes:
@@ -95,6 +99,8 @@ def plan(suite: Suite, host: Host, *, source: str | None = None, model_override:
             skip, by = "the suite asks for CUDA and this host has no CUDA device", "device"
         elif (reason := cell.precision.supports(cell, host)) is not None:
             skip, by = reason, "precision"
+        elif cell.reference is not None and (reason := cell.reference.supports(cell, host)) is not None:
+            skip, by = f"its reference precision {cell.reference.label!r} cannot run: {reason}", "precision"
         elif cell.mode is not None and (reason := cell.mode.supports(cell, host)) is not None:
             skip, by = reason, "mode"
         elif cell.engine is not None and (reason := cell.engine.supports(cell, host)) is not None:

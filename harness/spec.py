@@ -74,6 +74,8 @@ class Suite(StrictModel):
             settings = getattr(self, block)
             if settings is not None and settings.precisions is not None:
                 _known(problems, (block, "precisions"), settings.precisions, precisions)
+        if self.inference and self.inference.reference is not None:
+            _known(problems, ("inference", "reference"), [self.inference.reference], precisions)
         if self.serving:
             if not self.workloads:
                 problems.append((("workloads",), "serving needs at least one workload"))

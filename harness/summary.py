@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 from rich.console import Console
 from rich.table import Table
 
 from harness.records import Record
 
-COLUMNS: dict[str, list[str]] = {
-    "infer": ["perplexity", "prefill_tok_s", "decode_tok_s", "weight_bytes", "peak_rss_bytes", "load_s"],
-    "train": ["loss", "step_time_ms", "train_tok_s", "trainable_params", "params_bytes", "grads_bytes",
-              "optimizer_bytes", "activation_saved_bytes", "peak_rss_bytes"],
-    "serve": ["output_tok_s", "request_throughput_req_s", "ttft_ms", "tpot_ms", "e2el_ms", "e2el_p90_ms",
-              "startup_s", "peak_rss_bytes"],
-}
-TITLES = {"infer": "Inference", "train": "Training", "serve": "Serving"}
+# (scenario, title, columns): a column is a metric name or an fnmatch pattern of them; "kernel" is info.
+TABLES: list[tuple[str, str, list[str]]] = [
+    ("infer", "Inference: storage and accuracy", [
+        "quant_bits_per_param", "quant_bits_per_param_analytic", "weight_bytes", "perplexity", "kl_ref_nats",
+        "top1_agreement_ref_ratio", "text2sql_ex_ratio", "text2sql_em_ratio", "output_length_ratio_ref"]),
+    ("infer", "Inference: speed and memory", [
+        "prefill_tok_s_bs*", "decode_tok_s_bs*", "load_s", "quantize_s", "peak_rss_bytes", "kernel"]),
+    ("train", "Training", [
+        "loss", "step_time_ms", "train_tok_s", "trainable_params", "params_bytes", "grads_bytes", "optimizer_bytes",
+        "activation_saved_bytes", "peak_rss_bytes"]),
+    ("serve", "Serving", [
+        "output_tok_s", "request_throughput_req_s", "ttft_ms", "tpot_ms", "e2el_ms", "e2el_p90_ms", "startup_s",
+        "peak_rss_bytes"]),
+]
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}
 
 
@@ -28,23 +36,41 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
 
 
+def _columns(wanted: list[str], rows: list[Record]) -> list[str]:
+    cols: list[str] = []
+    for c in wanted:
+        if c == "kernel":
+            cols += [c] if any("kernels" in r.info for r in rows) else []
+            continue
+        names = sorted({m for r in rows for m in r.metrics if fnmatch.fnmatchcase(m, c)},
+                       key=lambda m: (len(m), m))
+        cols += [n for n in names if n not in cols]
+    return cols
+
+
+def _cell(r: Record, c: str) -> str:
+    if c == "kernel":
+        return str(r.info.get("kernels", {}).get("label", "-"))
+    return fmt(r.metric(c), r.metrics[c].unit) if c in r.metrics else "-"
+
+
 def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
     """One table per scenario present in ``records``, with notes (skip/failure reasons, loss curves)."""
     out = []
-    for scenario, wanted in COLUMNS.items():
+    for scenario, title, wanted in TABLES:
         rows = [r for r in records if r.cell.get("scenario") == scenario]
         if not rows:
             continue
-        cols = [c for c in wanted if any(c in r.metrics for r in rows)]
-        table = Table(title=TITLES[scenario], title_justify="left", show_lines=False)
+        cols = _columns(wanted, rows)
+        table = Table(title=title, title_justify="left", show_lines=False)
         table.add_column("cell", no_wrap=True)
         table.add_column("status")
         for c in cols:
-            table.add_column(c, justify="right")
+            table.add_column(c, justify="right", overflow="fold")
         notes = []
         for r in rows:
-            values = [fmt(r.metric(c), r.metrics[c].unit) if c in r.metrics else "-" for c in cols]
-            if r.reason:
+            values = [_cell(r, c) for c in cols]
+            if r.reason and title == next(t for sc, t, _ in TABLES if sc == scenario):
                 notes.append(f"  {r.cell_id}: {r.status}: {r.reason}")
             elif scenario == "train" and "loss" in r.metrics:
                 losses = r.metrics["loss"].samples

@@ -29,6 +29,7 @@ inference:
   prompt_tokens: 16
   decode_tokens: 8
   repeats: 2
+  text2sql: {items: 8, max_new_tokens: 16}
 training:
   precisions: [fp32]
   modes:
@@ -63,3 +64,21 @@ def tiny_suite_path(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_SUITE)
     return path
+
+
+def run_suite_text(tmp: Path, text: str) -> tuple:
+    """Plan a suite given as YAML text for this host and run it (each cell in its subprocess).
+
+    Returns ``(plan, store, runner, {cell_id: record})``.
+    """
+    from harness.host import Host
+    from harness.planner import plan
+    from harness.runner import Runner, run_plan
+    from harness.spec import load_suite
+    from harness.store import Store
+
+    path = tmp / "suite.yaml"
+    path.write_text(text)
+    p = plan(load_suite(path), Host.detect(), source=str(path))
+    store, runner = Store(tmp / "results"), Runner(log_dir=tmp / "logs")
+    return p, store, runner, {r.cell_id: r for r in run_plan(p, store, runner)}

@@ -53,7 +53,7 @@ def test_gpu_host_runs_bitsandbytes_in_vllm(tmp_path):
 def test_missing_packages_become_skip_reasons(tmp_path):
     p = plan(suite(tmp_path), host(vllm=None, bitsandbytes=None))
     s = skips(p)
-    assert s["tiny-infer-nf4"] == "bitsandbytes is not installed (pip install bitsandbytes)"
+    assert s["tiny-infer-nf4"] == "bitsandbytes is not installed (pip install 'bitsandbytes>=0.48')"
     assert s["tiny-serve-vllm-continuous-bf16"].startswith("vLLM is not installed")
     assert "tiny-infer-bf16" not in s
 

@@ -57,14 +57,14 @@ def test_suite_cells_run_as_benchmarks(tmp_path):
     assert "test_cell[plug-infer-fp32] PASSED" in res.stdout
     assert "test_cell[plug-serve-hf-static-bf16] PASSED" in res.stdout
     assert "SKIPPED" in res.stdout and "excluded by the suite: keeps this test fast" in res.stdout
-    assert "harness summary" in res.stdout and "prefill_tok_s" in res.stdout
+    assert "harness summary" in res.stdout and "prefill_tok_s_bs1" in res.stdout
     data = json.loads(out_json.read_text())
     bench = {b["extra_info"]["cell_id"]: b for b in data["benchmarks"]}
     assert set(bench) == {"plug-infer-fp32", "plug-serve-hf-static-bf16"}
     infer = bench["plug-infer-fp32"]
     assert infer["stats"]["rounds"] == 1
     assert infer["extra_info"]["metrics"]["perplexity"] > 1
-    assert infer["extra_info"]["units"]["decode_tok_s"] == "tok/s"
+    assert infer["extra_info"]["units"]["decode_tok_s_bs1"] == "tok/s"
     assert bench["plug-serve-hf-static-bf16"]["extra_info"]["metrics"]["output_tok_s"] > 0
     lines = (tmp_path / "results" / "plug.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["status"] for x in lines) == ["ok", "ok", "skipped"]

@@ -1,39 +1,87 @@
-"""The quantization axis: how weights are stored and computed (fp32/bf16/fp16, bitsandbytes, ...).
+"""The quantization axis: how weights are stored and computed (fp32/bf16/fp16, bitsandbytes, GPTQ, AWQ).
 
 One module per method, each registering its config class in :data:`PRECISIONS`. A precision knows
-whether it can run on a host (``supports``), how to load a transformers model in it (``load``), and
-how to ask vLLM for it (``vllm_args``, or the reason vLLM cannot). Config classes import no torch.
+whether it can run on a host (``supports``), how to make its checkpoint (``prepare``: a no-op for
+methods that quantize while loading, a cached calibration run for GPTQ/AWQ), how to load a
+transformers model in it (``load``), how to ask vLLM for it (``vllm_args``, or the reason vLLM
+cannot), and what its quantized layers should cost in storage (``storage``, the analytic formula
+the measurement is compared with). Config classes import no torch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field
 
 from harness.registry import Registry
 from harness.specbase import Implementation
 
 if TYPE_CHECKING:
+    from harness.cell import Cell
     from harness.host import Host
-    from harness.planner import Cell
+    from harness.models import ResolvedModel
 
 PRECISIONS: Registry = Registry("precision", "harness.precisions")
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+class Prepared(BaseModel):
+    """A checkpoint ready to load in a precision, and what making it cost (nothing for most methods)."""
+
+    path: Path
+    made: bool | None = Field(default=None, description="True: made by this call; False: reused from the cache; "
+                                                        "None: nothing to make (the method quantizes while loading)")
+    key: str | None = Field(default=None, description="cache key (model, method, settings, toolchain versions)")
+    make_s: float | None = Field(default=None, description="seconds it took to make (when it was made, even if reused now)")
+    make_peak_rss_bytes: int | None = Field(default=None, description="peak RSS of the process that made it")
+    info: dict[str, Any] = Field(default_factory=dict)
+
+    def on(self, model: "ResolvedModel") -> "ResolvedModel":
+        """``model`` pointing at this checkpoint (same provenance)."""
+        return model.model_copy(update={"path": self.path})
+
+
+class StorageModel(BaseModel):
+    """Analytic storage of one quantized layer of ``in_features x out_features`` weights.
+
+    ``bits_per_weight`` is the textbook per-weight cost (codes plus per-group constants, e.g. NF4
+    with double quantization 4 + 8/64 + 32/(64*256)); ``layer_constant_bits`` is what the format
+    stores once per layer on top (code books, group indices). ``formula`` says it in words.
+    """
+
+    bits_per_weight: float
+    layer_constant_bits: float = 0.0
+    formula: str
+
+
 class Precision(Implementation):
     """Base of a precision config."""
 
     quantized: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, str] | None] = None  # (tracked package, install hint)
 
     @property
     def dtype(self) -> str:
-        """torch dtype name of the unquantized weights and of activations."""
-        raise NotImplementedError
+        """torch dtype name of the unquantized weights and of activations (``compute_dtype`` or the kind)."""
+        return DTYPES[getattr(self, "compute_dtype", None) or self.kind]
 
     def supports(self, cell: "Cell", host: "Host") -> str | None:
         """Why this precision cannot run ``cell`` on ``host`` (a skip reason), or None."""
+        if self.requires is not None and not host.has(self.requires[0]):
+            return f"{self.requires[0]} is not installed ({self.requires[1]})"
         return None
+
+    def prepare(self, model: "ResolvedModel", cell: "Cell") -> Prepared:
+        """Make (or reuse) the checkpoint this precision loads; the default loads the model as it is."""
+        return Prepared(path=model.path)
+
+    def storage(self, in_features: int, out_features: int) -> StorageModel:
+        """Analytic storage of a weight matrix in this precision (dense: the dtype's bits)."""
+        bits = {"float32": 32, "bfloat16": 16, "float16": 16}[self.dtype]
+        return StorageModel(bits_per_weight=bits, formula=f"{bits} bits per weight ({self.dtype})")
 
     def load(self, path: str, device: str) -> Any:
         """Load a transformers causal LM from ``path`` in this precision on ``device``."""

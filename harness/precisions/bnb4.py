@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from harness.precisions import DTYPES, PRECISIONS, Precision
+from harness.precisions import PRECISIONS, Precision, StorageModel
+
+BLOCK = 64  # bitsandbytes' 4-bit block size (weights per absmax)
+BLOCK2 = 256  # double quantization: absmax constants per second-level block
 
 if TYPE_CHECKING:
     from harness.host import Host
-    from harness.planner import Cell
 
 
 @PRECISIONS.register("nf4")
@@ -24,18 +26,19 @@ class BnB4bit(Precision):
     """bitsandbytes ``load_in_4bit`` quantization of every Linear layer except ``lm_head``."""
 
     quantized: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, str] | None] = ("bitsandbytes", "pip install 'bitsandbytes>=0.48'")
     kind: Literal["nf4", "fp4"]
     double_quant: bool = Field(default=True, description="Re-quantize the per-block absmax constants to 8 bits.")
     compute_dtype: Literal["fp32", "bf16", "fp16"] = Field(default="bf16", description="dtype of the matmuls.")
 
-    @property
-    def dtype(self) -> str:
-        return DTYPES[self.compute_dtype]
-
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
-        if not host.has("bitsandbytes"):
-            return "bitsandbytes is not installed (pip install bitsandbytes)"
-        return None
+    def storage(self, in_features: int, out_features: int) -> StorageModel:
+        code = 16 * 32 + 32  # the 16-entry fp32 code book and the fp32 offset
+        if self.double_quant:
+            return StorageModel(bits_per_weight=4 + 8 / BLOCK + 32 / (BLOCK * BLOCK2), layer_constant_bits=code + 256 * 32,
+                                formula=f"4 + 8/{BLOCK} + 32/({BLOCK}*{BLOCK2}) (4-bit codes, 8-bit absmax per {BLOCK}, "
+                                        f"fp32 absmax per {BLOCK2} blocks); per layer: code books")
+        return StorageModel(bits_per_weight=4 + 32 / BLOCK, layer_constant_bits=16 * 32,
+                            formula=f"4 + 32/{BLOCK} (4-bit codes, fp32 absmax per {BLOCK}); per layer: code book")
 
     def load_kwargs(self) -> dict[str, Any]:
         import torch

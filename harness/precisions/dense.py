@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from harness.precisions import DTYPES, PRECISIONS, Precision
+from harness.precisions import PRECISIONS, Precision
 
 
 @PRECISIONS.register("fp32")
@@ -14,7 +14,3 @@ class Dense(Precision):
     """Plain floating-point weights and activations."""
 
     kind: Literal["fp32", "bf16", "fp16"]
-
-    @property
-    def dtype(self) -> str:
-        return DTYPES[self.kind]

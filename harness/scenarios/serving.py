@@ -38,6 +38,8 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     assert cell.engine is not None and cell.workload is not None, "serving cells carry an engine and a workload"
     tok = AutoTokenizer.from_pretrained(model.path)
     requests = cell.workload.requests(tok)
+    prepared = cell.precision.prepare(model, cell)  # GPTQ/AWQ: the quantized checkpoint the engine loads
+    model = prepared.on(model)
     with PeakRSS() as rss:
         result = cell.engine.serve(cell, model, requests)
     metrics = summarize(result.traces, result.duration_s)

@@ -84,11 +84,12 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     assert mode is not None, "training cells carry a mode"
     torch.manual_seed(cell.seed)
     device = cell.device
+    prepared = cell.precision.prepare(model, cell)
     with PeakRSS() as rss:
         start = time.perf_counter()
         # Always a fresh load: bitsandbytes repacks 4-bit weights for CPU inference at the first no-grad
         # forward and LoRA then silently loses gradients; a fresh model never ran inference.
-        lm = mode.prepare(cell.precision.load(str(model.path), device), gradient_checkpointing=s.gradient_checkpointing)
+        lm = mode.prepare(cell.precision.load(str(prepared.path), device), gradient_checkpointing=s.gradient_checkpointing)
         lm.train()
         load_s = time.perf_counter() - start
         tok = AutoTokenizer.from_pretrained(model.path)
