@@ -38,7 +38,6 @@ def test_embedded_model_converts_once_and_measures_real_perplexity(tmp_path):
 @pytest.mark.timeout(3600)
 def test_quantization_suite_on_the_embedded_model(tmp_path):
     """The default quantization suite end to end, as a user runs it: every method, the summary table."""
-    import json
     import subprocess
     import sys
 
@@ -46,12 +45,22 @@ def test_quantization_suite_on_the_embedded_model(tmp_path):
                           "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=3500)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the summary tables, in the CI log
+    assert "Inference: storage and accuracy" in res.stdout and "Inference: speed and memory" in res.stdout
+    check_quantization_records(tmp_path / "results")
+
+
+def check_quantization_records(results) -> None:
+    """What the quantization suite's records and summary must show (also usable on a finished run)."""
+    from harness.summary import tables
+
+    store = Store(results)
+    headers = {str(col.header) for table, _ in tables(store.records("quantization")) for col in table.columns}
     for column in ("quant_bits_per_param", "quant_bits_per_param_analytic", "weight_bytes", "perplexity",
-                   "kl_ref_nats", "top1_agreement_ref_ratio", "text2sql_ex_ratio", "prefill_tok_s_bs8",
-                   "decode_tok_s_bs1", "kernel"):
-        assert column in res.stdout, column
-    records = {r["cell_id"].removeprefix("quantization-"): r for r in map(json.loads, (
-        tmp_path / "results" / "quantization.jsonl").read_text().splitlines())}
+                   "kl_ref_nats", "top1_agreement_ref_ratio", "text2sql_ex_ratio", "output_length_ratio_ref",
+                   "prefill_tok_s_bs1", "prefill_tok_s_bs8", "decode_tok_s_bs1", "decode_tok_s_bs8", "kernel"):
+        assert column in headers, column
+    records = {r.cell_id.removeprefix("quantization-"): r.model_dump(mode="json")
+               for r in store.records("quantization")}
     metric = lambda cell, name: records[cell]["metrics"][name]["value"]  # noqa: E731
     for cell in ("fp32", "bf16", "fp16", "int8", "nf4", "nf4-nodq", "fp4", "gptq", "awq"):
         assert records[f"infer-{cell}"]["status"] == "ok", records[f"infer-{cell}"].get("reason")
