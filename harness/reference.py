@@ -68,6 +68,10 @@ def distance(ref: Any, cell: Any) -> Distance:
 
     if ref.shape != cell.shape:
         raise ValueError(f"log-prob shapes differ: reference {tuple(ref.shape)}, cell {tuple(cell.shape)}")
+    for name, t in (("reference", ref), ("cell", cell)):
+        bad = (~torch.isfinite(t).all(dim=-1).all(dim=-1)).nonzero().flatten().tolist()
+        if bad:  # NaN logits would give a NaN KL and a meaningless argmax
+            raise ValueError(f"the {name}'s next-token log-probs are not finite in window(s) {bad}")
     kl = torch.sum(ref.exp() * (ref - cell), dim=-1)  # [windows, positions]
     top1 = (ref.argmax(-1) == cell.argmax(-1)).float().mean().item()
     return Distance(kl_nats=kl.mean().item(), kl_window_nats=kl.mean(dim=1).tolist(), top1_agreement=top1,
@@ -76,11 +80,14 @@ def distance(ref: Any, cell: Any) -> Distance:
 
 def _key(cell: "Cell", model: "ResolvedModel", protocol: dict[str, Any]) -> str:
     from harness.environment import code_key
-    from harness.precisions.prequant import _model_identity
+    from harness.host import Host
+    from harness.precisions.prequant import model_identity
 
     assert cell.reference is not None
-    desc = {"model": _model_identity(model), "reference": cell.reference.model_dump(mode="json", exclude={"name"}),
-            "protocol": protocol, "device": cell.device, "code": code_key()}
+    host = Host.detect()  # the same machine: another CPU or GPU may round differently
+    desc = {"model": model_identity(model), "reference": cell.reference.model_dump(mode="json", exclude={"name"}),
+            "protocol": protocol, "device": cell.device, "code": code_key(),
+            "hardware": [host.cpu_model, host.cpu_count, [g.name for g in host.gpus]]}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -9,7 +9,8 @@ plus the text before the newline, with a trailing ``;`` dropped.
   database; they match when their rows are equal as multisets (as lists when the gold query has
   ORDER BY), numbers compared after rounding to 4 decimals. SQL that fails or runs past a step
   budget counts as wrong.
-- Exact match (EM): the SQL strings are equal after lowercasing and collapsing whitespace.
+- Exact match (EM): the SQL strings are equal after lowercasing (outside string literals) and
+  collapsing whitespace.
 
 Torch is imported only by :func:`generate`.
 """
@@ -67,8 +68,14 @@ def _read(name: str) -> list[Item]:
 
 
 def items(limit: int | None = None) -> list[Item]:
-    """The evaluation questions, in file order (the first ``limit`` of them)."""
-    return _read("items.jsonl")[:limit]
+    """The evaluation questions, in file order (the first ``limit`` of them).
+
+    Raises ValueError if ``limit`` exceeds the shipped set.
+    """
+    shipped = _read("items.jsonl")
+    if limit is not None and limit > len(shipped):
+        raise ValueError(f"text2sql.items={limit} but the shipped set has {len(shipped)} questions")
+    return shipped[:limit]
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +130,10 @@ def _same(gold: list[tuple], pred: list[tuple], ordered: bool) -> bool:
 
 
 def _norm_sql(sql: str) -> str:
-    return " ".join(sql.lower().split()).rstrip(";").strip()
+    """Lowercase outside string literals, collapse whitespace, drop a trailing semicolon."""
+    parts = sql.split("'")
+    text = "'".join(p if i % 2 else p.lower() for i, p in enumerate(parts))
+    return " ".join(text.split()).rstrip(";").strip()
 
 
 def score(questions: list[Item], predictions: list[Generation]) -> Score:
@@ -149,6 +159,9 @@ def generate(model: Any, tokenizer: Any, questions: list[Item], s: Text2SQLSetti
     """Greedy completions for ``questions``, in batches of ``s.batch_size`` (left padding)."""
     import torch
 
+    import copy
+
+    tokenizer = copy.deepcopy(tokenizer)  # left padding and a pad token for this batch job only
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -178,7 +191,7 @@ def protocol(s: Text2SQLSettings, n: int) -> dict[str, Any]:
     return {"set": "harness/data/text2sql", "items": n, "fewshot": s.fewshot, "max_new_tokens": s.max_new_tokens,
             "decoding": "greedy, answer primed with 'SELECT', stop at newline",
             "ex": "rows equal as multisets (lists when gold has ORDER BY), numbers rounded to 4 decimals",
-            "em": "lowercased, whitespace-collapsed string equality"}
+            "em": "string equality after lowercasing outside literals and collapsing whitespace"}
 
 
 def dumps(generations: list[Generation]) -> str:

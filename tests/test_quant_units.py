@@ -34,7 +34,7 @@ def test_shipped_text2sql_set_is_complete_and_gold_scores_perfectly():
 def test_text2sql_execution_match_rules():
     items = {i.id: i for i in text2sql.items()}
     q = items["q02"]  # unordered multi-row answer
-    reordered = q.sql.replace("SELECT name FROM authors", "SELECT name FROM authors") + " ORDER BY name DESC"
+    reordered = q.sql + " ORDER BY name DESC"  # same rows in another order: right for an unordered question
     wrong = q.sql.replace("'Canada'", "'Nowhere'")
     broken = "SELECT nme FROM authors"
     preds = [text2sql.Generation(id=q.id, sql=sql, tokens=1) for sql in (reordered, wrong, broken)]
@@ -43,12 +43,38 @@ def test_text2sql_execution_match_rules():
     assert scores[1].execution_accuracy == 0.0 and scores[1].failed_sql == 0
     assert scores[2].execution_accuracy == 0.0 and scores[2].failed_sql == 1
     # exact match ignores case, spacing and a trailing semicolon
-    loose = text2sql.Generation(id=q.id, sql="  " + q.sql.lower().replace(" ", "  ") + ";", tokens=1)
+    loose = text2sql.Generation(id=q.id, sql="  " + q.sql.replace("SELECT", "select").replace(" FROM ", "  from\n") + ";",
+                                tokens=1)
     assert text2sql.score([q], [loose]).exact_match == 1.0
+    # ...but not the case of a string literal, which changes the answer
+    literal = text2sql.Generation(id=q.id, sql=q.sql.replace("'Canada'", "'canada'"), tokens=1)
+    assert text2sql.score([q], [literal]).exact_match == 0.0
     # a gold query with ORDER BY is compared as a list: the reversed order is wrong
     ordered = next(i for i in items.values() if "ORDER BY" in i.sql and "LIMIT" not in i.sql)
     flipped = ordered.sql + " DESC" if not ordered.sql.endswith("DESC") else ordered.sql[:-5]
     assert text2sql.score([ordered], [text2sql.Generation(id=ordered.id, sql=flipped, tokens=1)]).execution_accuracy == 0
+
+
+def test_text2sql_item_limit_is_checked():
+    assert len(text2sql.items(7)) == 7
+    with pytest.raises(ValueError, match="text2sql.items=60 but the shipped set has 50 questions"):
+        text2sql.items(60)
+
+
+def test_kl_direction_and_top1_against_hand_computed_values():
+    torch = pytest.importorskip("torch")
+    from harness.reference import distance
+
+    p = torch.tensor([0.7, 0.2, 0.1])  # reference
+    q = torch.tensor([0.1, 0.3, 0.6])  # cell
+    ref, cell = p.log().view(1, 1, 3), q.log().view(1, 1, 3)
+    kl = float((p * (p / q).log()).sum())  # KL(reference || cell) = 1.1019 nats; the reverse is 1.0021
+    d = distance(ref, cell)
+    assert d.kl_nats == pytest.approx(kl, rel=1e-6) and d.kl_nats == pytest.approx(1.1019, abs=1e-4)
+    assert d.top1_agreement == 0.0 and d.positions == 1
+    assert distance(ref, ref).kl_nats == 0.0 and distance(ref, ref).top1_agreement == 1.0
+    with pytest.raises(ValueError, match=r"cell's next-token log-probs are not finite in window\(s\) \[0\]"):
+        distance(ref, torch.full_like(cell, float("nan")))
 
 
 def test_text2sql_runaway_query_is_cut_off():
@@ -72,6 +98,13 @@ def test_analytic_storage_formulas():
     gptq = PRECISION.validate_python({"kind": "gptq", "bits": 4, "group_size": 64}).storage(576, 576)
     assert gptq.bits_per_weight == pytest.approx(4 + 20 / 64) and gptq.layer_constant_bits == 32 * 576
     assert PRECISION.validate_python({"kind": "bf16"}).storage(8, 8).bits_per_weight == 16
+
+
+def test_group_size_zero_is_refused_with_the_allowed_values():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="group_size must be -1 .* or a positive number"):
+        PRECISION.validate_python({"kind": "gptq", "group_size": 0})
 
 
 def test_group_size_must_divide_the_model_widths():
@@ -107,3 +140,19 @@ def test_calibration_text_is_seeded_and_bounded():
     assert a != calibration_texts(Calibration(samples=5, seed=2))
     with pytest.raises(ValueError, match="calibration.samples=500 but corpus 'calibration_prose' has only"):
         calibration_texts(Calibration(samples=500))
+
+
+def test_toolchains_the_cards_name_are_skipped_with_their_reason(tmp_path):
+    s = suite(tmp_path, """
+name: q
+model: tiny
+precisions: [fp32, {kind: gptq, name: autogptq, backend: auto-gptq}, {kind: awq, name: autoawq, backend: autoawq}]
+inference: {}
+""")
+    absent = {c.cell.id: c.skip for c in plan(s, host(gptqmodel="7.6.0")).cells}
+    assert absent["q-infer-autogptq"].startswith("auto-gptq is not installed; it is abandoned")
+    assert absent["q-infer-autoawq"].startswith("autoawq is not installed; it is archived upstream")
+    present = {c.cell.id: c.skip for c in plan(s, host(gptqmodel="7.6.0", **{"auto-gptq": "0.7.1",
+                                                                             "autoawq": "0.2.9"})).cells}
+    assert "cannot be imported with transformers 5" in present["q-infer-autogptq"]
+    assert "needs intel-extension-for-pytorch" in present["q-infer-autoawq"]

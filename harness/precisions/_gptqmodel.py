@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from harness.host import Host
 
 
+# Why the toolchains the model cards name are not driven (backend -> (absent, present) skip reasons).
+OTHER_BACKENDS = {
+    "auto-gptq": ("auto-gptq is not installed; it is abandoned (last release 0.7.1, 2024) and needs transformers 4: "
+                  "use backend: gptqmodel",
+                  "auto-gptq 0.7.1 cannot be imported with transformers 5 (no_init_weights was removed): "
+                  "use backend: gptqmodel"),
+    "autoawq": ("autoawq is not installed; it is archived upstream: use backend: gptqmodel (same GEMM format)",
+                "autoawq is archived upstream and its CPU inference needs intel-extension-for-pytorch, which has "
+                "no build for torch 2.13; the harness drives AWQ through gptqmodel: use backend: gptqmodel"),
+}
+
+
 def backend(name: str) -> Any:
     """gptqmodel's BACKEND member whose value is ``name`` (``auto``, ``gptq_torch_aten``, ``awq_torch``...)."""
     from gptqmodel import BACKEND
@@ -27,8 +39,10 @@ def backend(name: str) -> Any:
 
 
 class GptqModelMethod(PreQuantized):
-    """Base of a method made and loaded by gptqmodel; subclasses declare ``kernel``, ``group_size`` and
-    ``compute_dtype`` fields and set ``kernel_prefix`` and ``cuda_kernels``."""
+    """Base of a method made and loaded by gptqmodel; subclasses declare ``backend``, ``kernel``,
+    ``group_size`` and ``compute_dtype`` fields and set ``kernel_prefix`` and ``cuda_kernels``.
+    ``backend`` may name the toolchain a model card names (auto-gptq, autoawq): such cells are
+    skipped with the reason it cannot run (:data:`OTHER_BACKENDS`)."""
 
     requires: ClassVar[tuple[str, str] | None] = ("gptqmodel", "pip install gptqmodel==7.6.0 (7.7+ needs torch>=2.14.1)")
     toolchain: ClassVar[tuple[str, ...]] = ("gptqmodel", "torch", "transformers")
@@ -36,6 +50,10 @@ class GptqModelMethod(PreQuantized):
     cuda_kernels: ClassVar[frozenset[str]]
 
     def supports(self, cell: "Cell", host: "Host") -> str | None:
+        other = getattr(self, "backend")
+        if other != "gptqmodel":
+            absent, present = OTHER_BACKENDS[other]
+            return present if host.has(other) else absent
         if (reason := super().supports(cell, host)) is not None:
             return reason
         kernel = getattr(self, "kernel")

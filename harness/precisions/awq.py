@@ -38,6 +38,8 @@ class AWQ(GptqModelMethod):
                                                           "model's hidden and MLP widths (SmolLM2: 576 -> 64).")
     sym: bool = Field(default=False, description="Symmetric codes; False keeps a zero point per group (AWQ's usual).")
     compute_dtype: Literal["bf16", "fp16"] = Field(default="bf16", description="dtype of scales and activations.")
+    backend: Literal["gptqmodel", "autoawq"] = Field(default="gptqmodel", description="Toolchain that makes and "
+                                                   "loads the checkpoint (autoawq is skipped with its reason).")
     kernel: AwqKernel = Field(default="auto", description="gptqmodel kernel to load with (auto picks per device).")
 
     def storage(self, in_features: int, out_features: int) -> StorageModel:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from harness.precisions import PRECISIONS, StorageModel
 from harness.precisions._gptqmodel import GptqModelMethod
@@ -36,13 +36,22 @@ class GPTQ(GptqModelMethod):
     cuda_kernels: ClassVar[frozenset[str]] = frozenset({"triton", "exllama_v2", "marlin", "machete", "bitblas"})
     kind: Literal["gptq"]
     bits: Literal[2, 3, 4, 8] = Field(default=4, description="Bits per weight code.")
-    group_size: int = Field(default=64, description="Input columns per scale/zero group (-1: one group per row). "
+    group_size: int = Field(default=64, ge=-1, description="Input columns per scale/zero group (-1: one group per row). "
                                                     "Must divide the model's hidden and MLP widths (SmolLM2: 576 -> 64).")
     desc_act: bool = Field(default=False, description="Act-order: quantize columns by decreasing activation.")
     sym: bool = Field(default=True, description="Symmetric codes (fixed zero point).")
     damp_percent: float = Field(default=0.05, gt=0, lt=1, description="Hessian dampening, fraction of its mean diagonal.")
     compute_dtype: Literal["bf16", "fp16"] = Field(default="bf16", description="dtype of scales and activations.")
+    backend: Literal["gptqmodel", "auto-gptq"] = Field(default="gptqmodel", description="Toolchain that makes and "
+                                                   "loads the checkpoint (auto-gptq is skipped with its reason).")
     kernel: GptqKernel = Field(default="auto", description="gptqmodel kernel to load with (auto picks per device).")
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("group_size must be -1 (one group per row) or a positive number of input columns")
+        return value
 
     def storage(self, in_features: int, out_features: int) -> StorageModel:
         g = self.group_size if self.group_size > 0 else in_features

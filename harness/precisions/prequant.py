@@ -5,7 +5,9 @@ Quantizing is expensive, so :meth:`PreQuantized.prepare` caches the checkpoint u
 provenance, weight file sizes and mtimes), the method's settings (the load-time ``kernel`` excluded)
 and the toolchain versions. It is made in a child process (:mod:`harness.child`) so the cell's own
 peak memory is not the quantizer's; the time and peak RSS of making it are kept with the checkpoint
-and reported again when it is reused. The quantizer runs inside the checkpoint folder, so
+and reported again when it is reused. The key also hashes the
+source of the method's classes, so a change to how the harness calls the quantizer remakes it.
+The quantizer runs inside the checkpoint folder, so
 the logs it writes to its working directory stay with the checkpoint. Calibration text comes from a shipped corpus that the
 evaluation does not use by default (``calibration_prose``).
 """
@@ -56,7 +58,8 @@ def calibration_texts(cal: Calibration) -> list[str]:
     return paragraphs[: cal.samples]
 
 
-def _model_identity(model: "ResolvedModel") -> dict[str, Any]:
+def model_identity(model: "ResolvedModel") -> dict[str, Any]:
+    """What identifies a model's weights for cache keys: folder, provenance, weight file sizes and mtimes."""
     files = sorted(model.path.glob("*.safetensors")) + sorted(model.path.glob("*.bin"))
     return {"path": str(model.path.resolve()), "provenance": model.provenance,
             "weights": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
@@ -93,8 +96,12 @@ class PreQuantized(Precision):
         return {}
 
     def cache_key(self, model: "ResolvedModel") -> str:
-        desc = {"model": _model_identity(model), "method": self.model_dump(mode="json", exclude=set(self.load_only)),
-                "toolchain": _versions(self.toolchain)}
+        import inspect
+
+        sources = {inspect.getsourcefile(c) for c in type(self).__mro__ if c.__module__.startswith("harness.")}
+        code = hashlib.sha256(b"".join(Path(f).read_bytes() for f in sorted(filter(None, sources)))).hexdigest()
+        desc = {"model": model_identity(model), "method": self.model_dump(mode="json", exclude=set(self.load_only)),
+                "toolchain": _versions(self.toolchain), "code": code}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     def prepare(self, model: "ResolvedModel", cell: "Cell") -> Prepared:

@@ -39,7 +39,7 @@ class InferenceSettings(StrictModel):
 
     precisions: list[str] | None = Field(default=None, description="Names of suite precisions to run (default: all).")
     reference: str | None = Field(default=None, description="Precision the others are compared with "
-                                                            "(default: the first one run).")
+                                                            "(default: the first precision of this block).")
     corpus: CorpusName = Field(default="plain_english", description="Shipped corpus for perplexity, KL and prompts.")
     seq_len: int = Field(default=256, ge=8, description="Perplexity and KL window length in tokens.")
     stride: int = Field(default=256, ge=1, description="Perplexity window start spacing in tokens.")
@@ -181,14 +181,17 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
         questions = text2sql.items(s.text2sql.items)
         gens = text2sql.generate(lm, tok, questions, s.text2sql, device)
         score = text2sql.score(questions, gens)
-        ref_gens = reference.load_generations(ref_dir) or []
+        ref_gens = reference.load_generations(ref_dir)
+        if ref_gens is None or [g.id for g in ref_gens] != [g.id for g in gens]:
+            raise ValueError(f"the reference outputs in {ref_dir} hold no Text2SQL completions for the same "
+                             f"{len(gens)} questions; delete that folder to have them recomputed")
         ref_tokens = sum(g.tokens for g in ref_gens)
         same = sum(a.sql == b.sql for a, b in zip(gens, ref_gens))
         metrics["text2sql_ex_ratio"] = Metric(value=score.execution_accuracy, unit="ratio",
                                               description=f"execution accuracy on {len(questions)} questions")
         metrics["text2sql_em_ratio"] = Metric(value=score.exact_match, unit="ratio", description="exact match")
         metrics["output_length_ratio_ref"] = Metric(
-            value=sum(g.tokens for g in gens) / max(1, ref_tokens), unit="ratio",
+            value=sum(g.tokens for g in gens) / ref_tokens if ref_tokens else float("nan"), unit="ratio",
             samples=[float(g.tokens) for g in gens],
             description="completion tokens over the reference's on the Text2SQL prompts; samples are per item")
         info["text2sql"] = {"protocol": text2sql.protocol(s.text2sql, len(questions)), "correct": score.correct,
