@@ -61,6 +61,7 @@ def _main(argv: list[str]) -> int:
     import traceback
 
     from harness.registry import load_attr
+    from harness.worker import write_json
 
     request = json.loads(Path(argv[0]).read_text())
     start = time.perf_counter()
@@ -71,9 +72,7 @@ def _main(argv: list[str]) -> int:
         answer = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
     answer["child_wall_s"] = time.perf_counter() - start
     answer["child_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tmp = Path(argv[1]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(answer))
-    os.replace(tmp, argv[1])
+    write_json(Path(argv[1]), answer)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # frameworks' atexit hooks must not hang the parent

@@ -100,6 +100,28 @@ def quant_state_tensors(obj: Any, depth: int = 0) -> Iterable[Any]:
             yield from quant_state_tensors(value, depth + 1)
 
 
+def attached_tensors(param: Any) -> list[Any]:
+    """Tensors stored beside a parameter rather than in it: bitsandbytes' ``quant_state`` (absmax, code
+    books, nested double-quantization state) and LLM.int8's ``SCB`` row scales."""
+    return [t for attr in ("quant_state", "SCB") for t in quant_state_tensors(getattr(param, attr, None))]
+
+
+def storage_bytes(tensors: Iterable[Any], seen: set[tuple[str, int]] | None = None) -> int:
+    """Bytes of the storages behind ``tensors``, each counted once (also across calls sharing ``seen``);
+    a view counts its whole storage, meta tensors count nothing."""
+    seen = set() if seen is None else seen
+    total = 0
+    for t in tensors:
+        if t.device.type == "meta":
+            continue
+        storage = t.untyped_storage()
+        key = (t.device.type, storage.data_ptr())
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
 def weight_bytes(model: Any) -> dict[str, int]:
     """Bytes of a model's weights as stored, each storage counted once (tied weights once).
 
@@ -107,23 +129,8 @@ def weight_bytes(model: Any) -> dict[str, int]:
     Measure right after loading: bitsandbytes repacks 4-bit weights on CPU at the first forward.
     """
     seen: set[tuple[str, int]] = set()
-
-    def count(t: Any) -> int:
-        if t.device.type == "meta":
-            return 0
-        storage = t.untyped_storage()
-        key = (t.device.type, storage.data_ptr())
-        if key in seen:
-            return 0
-        seen.add(key)
-        return storage.nbytes()
-
-    weights = sum(count(p) for p in model.parameters()) + sum(count(b) for b in model.buffers())
-    constants = 0
-    for p in model.parameters():
-        for attr in ("quant_state", "SCB"):
-            for t in quant_state_tensors(getattr(p, attr, None)):
-                constants += count(t)
+    weights = storage_bytes([*model.parameters(), *model.buffers()], seen)
+    constants = storage_bytes((t for p in model.parameters() for t in attached_tensors(p)), seen)
     return {"weights": weights, "quant_constants": constants, "total": weights + constants}
 
 

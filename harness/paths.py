@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
@@ -30,6 +30,11 @@ def corpus_path(name: str) -> Path:
         names = sorted(p.stem for p in folder.glob("*.txt"))
         raise UnknownNameError(f"unknown corpus {name!r}{suggest(name, names)}; shipped corpora: {', '.join(names)}")
     return path
+
+
+def corpus_ids(tokenizer: Any, name: str) -> list[int]:
+    """Token ids of a shipped corpus, without special tokens (the form every measurement uses)."""
+    return tokenizer(corpus_path(name).read_text(), add_special_tokens=False)["input_ids"]
 
 
 def corpus_names() -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from harness.paths import cache_dir
+from harness.paths import cache_dir, corpus_ids
 
 if TYPE_CHECKING:
     from harness.cell import Cell
@@ -37,12 +37,6 @@ class Distance(BaseModel):
     kl_window_nats: list[float] = Field(description="per-window means")
     top1_agreement: float = Field(description="fraction of positions where the argmax token is the same")
     positions: int
-
-
-def corpus_ids(tokenizer: Any, corpus: str) -> list[int]:
-    from harness.paths import corpus_path
-
-    return tokenizer(corpus_path(corpus).read_text(), add_special_tokens=False)["input_ids"]
 
 
 def window_logprobs(model: Any, ids: list[int], seq_len: int, windows: int, device: str) -> Any:
@@ -81,11 +75,10 @@ def distance(ref: Any, cell: Any) -> Distance:
 def _key(cell: "Cell", model: "ResolvedModel", protocol: dict[str, Any]) -> str:
     from harness.environment import code_key
     from harness.host import Host
-    from harness.precisions.prequant import model_identity
 
     assert cell.reference is not None
     host = Host.detect()  # the same machine: another CPU or GPU may round differently
-    desc = {"model": model_identity(model), "reference": cell.reference.model_dump(mode="json", exclude={"name"}),
+    desc = {"model": model.identity(), "reference": cell.reference.model_dump(mode="json", exclude={"name"}),
             "protocol": protocol, "device": cell.device, "code": code_key(),
             "hardware": [host.cpu_model, host.cpu_count, [g.name for g in host.gpus]]}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]

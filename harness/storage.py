@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from harness.measure import is_linear_like
+from harness.measure import attached_tensors, is_linear_like, storage_bytes
 
 if TYPE_CHECKING:
     from harness.precisions import Precision
@@ -39,31 +39,12 @@ class StorageReport(BaseModel):
     by_class: dict[str, int] = Field(description="target layers by module class")
 
 
-def _layer_tensors(module: Any) -> list[Any]:
-    from harness.measure import quant_state_tensors
-
-    tensors = list(module.parameters(recurse=False))
-    skip = getattr(module, "_non_persistent_buffers_set", set())
-    tensors += [b for name, b in module.named_buffers(recurse=False) if name not in skip]
-    for p in module.parameters(recurse=False):
-        for attr in ("quant_state", "SCB"):
-            tensors += list(quant_state_tensors(getattr(p, attr, None)))
-    return tensors
-
-
 def layer_bytes(module: Any) -> int:
-    """Bytes stored by one layer (each storage once; a view counts its whole storage)."""
-    seen: set[int] = set()
-    total = 0
-    for t in _layer_tensors(module):
-        if t.device.type == "meta":
-            continue
-        storage = t.untyped_storage()
-        if storage.data_ptr() in seen:
-            continue
-        seen.add(storage.data_ptr())
-        total += storage.nbytes()
-    return total
+    """Bytes stored by one layer: parameters, persistent buffers and tensors attached to parameters."""
+    skip = getattr(module, "_non_persistent_buffers_set", set())
+    params = list(module.parameters(recurse=False))
+    buffers = [b for name, b in module.named_buffers(recurse=False) if name not in skip]
+    return storage_bytes([*params, *buffers, *(t for p in params for t in attached_tensors(p))])
 
 
 def storage_report(model: Any, precision: "Precision") -> StorageReport:

@@ -20,7 +20,8 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a reader never sees half a file)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m harness.worker CELL.json RESULT.json", file=sys.stderr)
         return 2
     result = execute(Path(argv[0]))
-    _write(Path(argv[1]), result)
+    write_json(Path(argv[1]), result)
     sys.stdout.flush()
     sys.stderr.flush()
     # Leave at once: framework atexit hooks (vLLM engine teardown) must not turn a result into a hang.

@@ -51,9 +51,9 @@ class Workload(StrictModel):
         import numpy as np
 
         from harness.engines import Request
-        from harness.paths import corpus_path
+        from harness.paths import corpus_ids
 
-        ids = tokenizer(corpus_path(self.corpus).read_text(), add_special_tokens=False)["input_ids"]
+        ids = corpus_ids(tokenizer, self.corpus)
         if len(ids) <= self.prompt_tokens:
             raise ValueError(f"corpus {self.corpus!r} has {len(ids)} tokens, fewer than prompt_tokens={self.prompt_tokens}")
         rng = np.random.default_rng(self.seed)

@@ -28,6 +28,12 @@ class ResolvedModel(BaseModel):
     made: bool = Field(default=False, description="True if this call built/converted it (not a cache hit)")
     prepare_s: float = Field(default=0.0, description="seconds spent building or converting it")
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies these weights in cache keys: folder, provenance, weight file sizes and mtimes."""
+        files = sorted(self.path.glob("*.safetensors")) + sorted(self.path.glob("*.bin"))
+        return {"path": str(self.path.resolve()), "provenance": self.provenance,
+                "weights": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
+
 
 class ModelSource(StrictModel):
     """Base of a model source config; ``kind`` picks the source."""

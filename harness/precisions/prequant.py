@@ -1,15 +1,13 @@
 """Shared base of methods that quantize a checkpoint ahead of loading it, on calibration text (GPTQ, AWQ).
 
 Quantizing is expensive, so :meth:`PreQuantized.prepare` caches the checkpoint under
-``$HARNESS_CACHE_DIR/quantized/<kind>-<key>``, the key hashing the model's identity (folder,
-provenance, weight file sizes and mtimes), the method's settings (the load-time ``kernel`` excluded)
-and the toolchain versions. It is made in a child process (:mod:`harness.child`) so the cell's own
-peak memory is not the quantizer's; the time and peak RSS of making it are kept with the checkpoint
-and reported again when it is reused. The key also hashes the
-source of the method's classes, so a change to how the harness calls the quantizer remakes it.
-The quantizer runs inside the checkpoint folder, so
-the logs it writes to its working directory stay with the checkpoint. Calibration text comes from a shipped corpus that the
-evaluation does not use by default (``calibration_prose``).
+``$HARNESS_CACHE_DIR/quantized/<kind>-<key>``. The key hashes the model's identity, the method's
+settings (the load-time ``kernel`` excluded), the toolchain versions and the source of the method's
+classes (so a change to how the harness calls the quantizer remakes it). It is made in a child
+process (:mod:`harness.child`) running inside the checkpoint folder: the cell's own peak memory is
+not the quantizer's, and the logs the quantizer drops in its working directory stay with the
+checkpoint. The time and peak RSS of making it are kept with it and reported again on reuse.
+Calibration text comes from a shipped corpus the evaluation does not use (``calibration_prose``).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import hashlib
 import json
 import random
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -58,21 +55,11 @@ def calibration_texts(cal: Calibration) -> list[str]:
     return paragraphs[: cal.samples]
 
 
-def model_identity(model: "ResolvedModel") -> dict[str, Any]:
-    """What identifies a model's weights for cache keys: folder, provenance, weight file sizes and mtimes."""
-    files = sorted(model.path.glob("*.safetensors")) + sorted(model.path.glob("*.bin"))
-    return {"path": str(model.path.resolve()), "provenance": model.provenance,
-            "weights": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
+def _versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    from harness.host import package_versions
 
-
-def _versions(packages: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for name in packages:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    installed = package_versions()
+    return {name: installed[name] for name in packages}
 
 
 class PreQuantized(Precision):
@@ -100,7 +87,7 @@ class PreQuantized(Precision):
 
         sources = {inspect.getsourcefile(c) for c in type(self).__mro__ if c.__module__.startswith("harness.")}
         code = hashlib.sha256(b"".join(Path(f).read_bytes() for f in sorted(filter(None, sources)))).hexdigest()
-        desc = {"model": model_identity(model), "method": self.model_dump(mode="json", exclude=set(self.load_only)),
+        desc = {"model": model.identity(), "method": self.model_dump(mode="json", exclude=set(self.load_only)),
                 "toolchain": _versions(self.toolchain), "code": code}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 

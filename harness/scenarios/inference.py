@@ -106,6 +106,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
 
     from harness import reference, text2sql
     from harness.measure import PeakRSS, linear_kernels, op_census, weight_bytes
+    from harness.paths import corpus_ids
     from harness.quality import perplexity
     from harness.storage import storage_report
 
@@ -116,7 +117,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     prepared = cell.precision.prepare(model, cell)
     ref_dir, ref_made = reference.ensure(cell, model, s.reference_protocol())
     tok = AutoTokenizer.from_pretrained(model.path)
-    ids = reference.corpus_ids(tok, s.corpus)
+    ids = corpus_ids(tok, s.corpus)
     metrics: dict[str, Metric] = {}
     with PeakRSS() as rss:
         start = time.perf_counter()

@@ -77,7 +77,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     from transformers import AutoTokenizer
 
     from harness.measure import PeakRSS, Stopwatch
-    from harness.paths import corpus_path
+    from harness.paths import corpus_ids
 
     s = StepSettings.model_validate(cell.settings)
     mode = cell.mode
@@ -93,7 +93,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
         lm.train()
         load_s = time.perf_counter() - start
         tok = AutoTokenizer.from_pretrained(model.path)
-        ids = tok(corpus_path(s.corpus).read_text(), add_special_tokens=False)["input_ids"]
+        ids = corpus_ids(tok, s.corpus)
         need = s.batch_size * s.seq_len
         if len(ids) < need:
             raise ValueError(f"corpus {s.corpus!r} has {len(ids)} tokens; the batch needs {need}")
