@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from harness.engines import ENGINES
 from harness.models import SOURCES, parse_ref
+from harness.parallel import PARALLEL
 from harness.precisions import PRECISIONS
 from harness.specbase import kind_union
 from harness.training import TRAINING_MODES
@@ -16,3 +17,4 @@ ModelRef = kind_union(SOURCES, shorthand=parse_ref)
 PrecisionConfig = kind_union(PRECISIONS)
 TrainingModeConfig = kind_union(TRAINING_MODES)
 EngineConfig = kind_union(ENGINES)
+ParallelConfig = kind_union(PARALLEL)

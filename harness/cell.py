@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness.axes import EngineConfig, ModelRef, PrecisionConfig, TrainingModeConfig
+from harness.axes import EngineConfig, ModelRef, ParallelConfig, PrecisionConfig, TrainingModeConfig
 from harness.specbase import StrictModel
 from harness.workloads import Workload
 
@@ -25,6 +25,7 @@ class Cell(StrictModel):
     precision: PrecisionConfig
     reference: PrecisionConfig | None = Field(default=None, description="inference: the precision compared against")
     mode: TrainingModeConfig | None = None
+    parallel: ParallelConfig | None = Field(default=None, description="training: the data-parallel engine, if any")
     engine: EngineConfig | None = None
     workload: Workload | None = None
     settings: dict[str, Any] = Field(default_factory=dict, description="the scenario block's settings")
@@ -43,6 +44,8 @@ class Cell(StrictModel):
         out = {"scenario": self.scenario, "precision": self.precision.label}
         if self.mode is not None:
             out["mode"] = self.mode.label
+        if self.parallel is not None:
+            out["parallel"] = self.parallel.label
         if self.engine is not None:
             out["engine"] = self.engine.label
         if self.workload is not None:

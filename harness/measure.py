@@ -59,6 +59,34 @@ class PeakRSS:
         self.peak_bytes = max(self.peak_bytes, self_peak)
 
 
+def data_segment_bytes() -> int:
+    """This process' data segment now (``VmData``: heap and private writable mappings), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("/proc/self/status has no VmData line (not Linux?)")
+
+
+def cap_memory(gib: float, device: str) -> dict[str, int]:
+    """Give this process ``gib`` GiB from now on, like a device of that size: on CPU, ``RLIMIT_DATA`` is
+    set to the data segment already in use (Python, imported libraries) plus ``gib``; on CUDA, the
+    allocator's share of the device is ``gib``. Going over raises the allocator's out-of-memory error,
+    which the worker records as ``oom``. Returns ``{"cap_bytes", "baseline_bytes"}``."""
+    cap = int(gib * 2**30)
+    if device.startswith("cuda"):
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+        return {"cap_bytes": cap, "baseline_bytes": 0}
+    baseline = data_segment_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = baseline + cap if hard == resource.RLIM_INFINITY else min(baseline + cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return {"cap_bytes": cap, "baseline_bytes": baseline}
+
+
 def sync(device: str) -> None:
     """Block until queued work on ``device`` is done (no-op on CPU)."""
     if device.startswith("cuda"):

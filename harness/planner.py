@@ -14,13 +14,14 @@ from pydantic import BaseModel
 from harness.cell import Cell
 from harness.errors import HarnessError
 from harness.host import Host
+from harness.scenarios.training import supports as train_supports
 from harness.spec import Suite
 
 
 class PlannedCell(BaseModel):
     cell: Cell
     skip: str | None = None
-    skipped_by: Literal["exclude", "model", "device", "precision", "mode", "engine"] | None = None
+    skipped_by: Literal["exclude", "model", "device", "precision", "mode", "parallel", "engine"] | None = None
 
 
 class Plan(BaseModel):
@@ -62,11 +63,16 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
             cells.append(Cell(id=f"{suite.name}-infer-{p.label}", scenario="infer", precision=p, reference=reference,
                               settings=settings, **common))
     if suite.training:
-        settings = suite.training.model_dump(mode="json", exclude={"precisions", "modes"})
+        from harness.scenarios.training import point_label
+
+        varied = suite.training.varied()
         for m in suite.training.modes:
             for p in _pick(suite.training.precisions, suite.precisions, label):
-                cells.append(Cell(id=f"{suite.name}-train-{m.label}-{p.label}", scenario="train", precision=p, mode=m,
-                                  settings=settings, **common))
+                for par in suite.training.parallel:
+                    for point in suite.training.points():
+                        parts = [suite.name, "train", m.label, p.label, par.label if par else "", point_label(point, varied)]
+                        cells.append(Cell(id="-".join(x for x in parts if x), scenario="train", precision=p, mode=m,
+                                          parallel=par, settings=point, **common))
     if suite.serving:
         workloads = _pick(suite.serving.workloads, suite.workloads, lambda w: w.name)
         for e in suite.serving.engines:
@@ -102,6 +108,10 @@ def plan(suite: Suite, host: Host, *, source: str | None = None, model_override:
         elif cell.reference is not None and (reason := cell.reference.supports(cell, host)) is not None:
             skip, by = f"its reference precision {cell.reference.label!r} cannot run: {reason}", "precision"
         elif cell.mode is not None and (reason := cell.mode.supports(cell, host)) is not None:
+            skip, by = reason, "mode"
+        elif cell.parallel is not None and (reason := cell.parallel.supports(cell, host)) is not None:
+            skip, by = reason, "parallel"
+        elif cell.scenario == "train" and (reason := train_supports(cell, host)) is not None:
             skip, by = reason, "mode"
         elif cell.engine is not None and (reason := cell.engine.supports(cell, host)) is not None:
             skip, by = reason, "engine"

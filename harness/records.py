@@ -42,6 +42,16 @@ class CellResult(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
+class CellFailure(Exception):
+    """A cell that failed after measuring something: ``partial`` keeps what it had (predictions,
+    facts) so the failure record loses nothing; ``oom`` marks an out-of-memory failure."""
+
+    def __init__(self, reason: str, *, partial: CellResult | None = None, oom: bool = False) -> None:
+        super().__init__(reason)
+        self.partial = partial or CellResult()
+        self.oom = oom
+
+
 class Environment(Host):
     """Where a record was produced: the host's facts plus the code's version."""
 

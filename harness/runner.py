@@ -106,7 +106,7 @@ class Runner:
 
                 data = json.loads(result_path.read_text())
                 status, reason = data.pop("status"), data.pop("reason", None)
-                result = CellResult.model_validate(data) if status == "ok" else CellResult()
+                result = CellResult.model_validate(data)  # a failure may carry what it measured before failing
                 tail = None if status == "ok" else _tail(log_path)
                 return self._record(cell, command, started, duration, status=status, reason=reason, log_tail=tail,
                                     metrics=result.metrics, info=result.info | {"log": str(log_path)})

@@ -23,7 +23,7 @@ from harness.scenarios.training import TrainingSettings
 from harness.specbase import Slug, StrictModel
 from harness.workloads import Workload
 
-AXES = ("scenario", "precision", "mode", "engine", "workload")
+AXES = ("scenario", "precision", "mode", "parallel", "engine", "workload")
 
 
 class Exclusion(StrictModel):
@@ -32,6 +32,7 @@ class Exclusion(StrictModel):
     scenario: Literal["infer", "train", "serve"] | None = Field(default=None, description="Scenario to match.")
     precision: str | None = Field(default=None, description="Precision name to match.")
     mode: str | None = Field(default=None, description="Training mode name to match.")
+    parallel: str | None = Field(default=None, description="Parallel engine name to match (training).")
     engine: str | None = Field(default=None, description="Engine name to match.")
     workload: str | None = Field(default=None, description="Workload name to match.")
     reason: str = Field(min_length=1, description="Why these cells are excluded (kept in their skip record).")
@@ -63,10 +64,12 @@ class Suite(StrictModel):
         precisions = [p.label for p in self.precisions]
         workloads = [w.name for w in self.workloads]
         modes = [m.label for m in self.training.modes] if self.training else []
+        parallel = [p.label for p in self.training.parallel if p is not None] if self.training else []
         engines = [e.label for e in self.serving.engines] if self.serving else []
         _unique(problems, ("precisions",), precisions)
         _unique(problems, ("workloads",), workloads)
         _unique(problems, ("training", "modes"), modes)
+        _unique(problems, ("training", "parallel"), parallel)
         _unique(problems, ("serving", "engines"), engines)
         if not (self.inference or self.training or self.serving):
             problems.append(((), "a suite needs at least one of: inference, training, serving"))
@@ -81,7 +84,7 @@ class Suite(StrictModel):
                 problems.append((("workloads",), "serving needs at least one workload"))
             if self.serving.workloads is not None:
                 _known(problems, ("serving", "workloads"), self.serving.workloads, workloads)
-        names = {"precision": precisions, "workload": workloads, "mode": modes, "engine": engines}
+        names = {"precision": precisions, "workload": workloads, "mode": modes, "parallel": parallel, "engine": engines}
         for i, ex in enumerate(self.exclude):
             for axis, allowed in names.items():
                 if getattr(ex, axis) is not None:

@@ -7,7 +7,12 @@ import fnmatch
 from rich.console import Console
 from rich.table import Table
 
+from typing import TYPE_CHECKING
+
 from harness.records import Record
+
+if TYPE_CHECKING:
+    from harness.estimate import Estimate
 
 # (scenario, title, columns): a column is a metric name or an fnmatch pattern of them; "kernel" is info.
 TABLES: list[tuple[str, str, list[str]]] = [
@@ -17,8 +22,8 @@ TABLES: list[tuple[str, str, list[str]]] = [
     ("infer", "Inference: speed and memory", [
         "prefill_tok_s_bs*", "decode_tok_s_bs*", "load_s", "quantize_s", "peak_rss_bytes", "kernel"]),
     ("train", "Training", [
-        "loss", "step_time_ms", "train_tok_s", "trainable_params", "params_bytes", "grads_bytes", "optimizer_bytes",
-        "activation_saved_bytes", "peak_rss_bytes"]),
+        "loss", "step_time_ms", "train_tok_s", "mfu_ratio", "trainable_params", "backward_peak_alloc_bytes",
+        "step_peak_alloc_bytes", "peak_rss_bytes"]),
     ("serve", "Serving", [
         "output_tok_s", "request_throughput_req_s", "ttft_ms", "tpot_ms", "e2el_ms", "e2el_p90_ms", "startup_s",
         "peak_rss_bytes"]),
@@ -78,7 +83,37 @@ def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
             style = STATUS_STYLE.get(r.status, "")
             table.add_row(r.cell_id, f"[{style}]{r.status}[/{style}]", *values)
         out.append((table, notes))
+        if scenario == "train" and title == "Training":
+            out.append((anatomy_table([r for r in rows if r.metrics]), []))
     return out
+
+
+ANATOMY_COLUMNS = [("model", "params_bytes"), ("gradients", "grads_bytes"), ("optimizer", "optimizer_bytes"),
+                   ("activations", "activation_saved_bytes"), ("total", "anatomy_total_bytes")]
+
+
+def anatomy_table(rows: list[Record]) -> Table:
+    """Training memory by category, measured / predicted (MiB), one row per cell; an oom row shows the
+    prediction that did not fit. Distributed cells show one rank's bytes."""
+    table = Table(title="Training memory anatomy, measured / predicted (MiB; per rank under a parallel engine)",
+                  title_justify="left")
+    table.add_column("cell", no_wrap=True)
+    table.add_column("status")
+    for header, _ in ANATOMY_COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("residual", justify="right")
+    for r in rows:
+        cells = []
+        for _, name in ANATOMY_COLUMNS:
+            measured, predicted = r.metric(name), r.metric(f"{name}_analytic")
+            m = "-" if measured is None else f"{measured / 2**20:,.2f}"
+            p = "-" if predicted is None else f"{predicted / 2**20:,.2f}"
+            cells.append(f"{m} / {p}")
+        resid = r.metric("anatomy_total_bytes_residual")
+        style = STATUS_STYLE.get(r.status, "")
+        table.add_row(r.cell_id, f"[{style}]{r.status}[/{style}]", *cells,
+                      "-" if resid is None else f"{resid / 2**20:+,.3f}")
+    return table
 
 
 def print_summary(records: list[Record], console: Console | None = None) -> None:
@@ -89,3 +124,27 @@ def print_summary(records: list[Record], console: Console | None = None) -> None
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     counts = {s: sum(1 for r in records if r.status == s) for s in STATUS_STYLE}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells")
+
+
+def print_estimate(est: "Estimate", console: Console) -> None:
+    """The estimator's answer as a table in GiB (``--json`` gives the bytes)."""
+    gib = lambda v: "-" if v is None else f"{v / 2**30:,.3f} GiB"  # noqa: E731
+    inp = est.inputs
+    table = Table(title=f"Estimate for {est.model}: train={inp.train}, dtype={inp.dtype}, quant={inp.quant}, "
+                        f"optimizer={inp.optimizer}" + (f", ZeRO-{inp.zero_stage} x {inp.world_size}" if inp.world_size > 1 else ""),
+                  title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [("parameters", f"{est.params:,}"), ("trainable parameters", f"{est.trainable_params:,}"),
+            ("weights", gib(est.params_bytes)), ("gradients", gib(est.grads_bytes)),
+            ("optimizer state", gib(est.optimizer_bytes)), ("activations (saved)", gib(est.activation_bytes)),
+            ("activations (backward peak)", gib(est.activation_peak_bytes)),
+            ("KV cache per token", "-" if est.kv_cache_bytes_per_token is None else f"{est.kv_cache_bytes_per_token:,} bytes"),
+            ("KV cache", gib(est.kv_cache_bytes)),
+            ("quantized bits per weight", "-" if est.quantized_bits_per_param is None else f"{est.quantized_bits_per_param:.4f}"),
+            ("per rank", gib(est.per_rank_bytes)), ("total", gib(est.total_bytes))]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    for note in est.notes:
+        console.print(f"note: {note}", highlight=False)

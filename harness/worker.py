@@ -16,8 +16,19 @@ from pathlib import Path
 from typing import Any
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is an out-of-memory failure (CPU or CUDA allocator)."""
+    while exc is not None:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(m in text for m in OOM_MESSAGES):
+            return True
+        if getattr(exc, "oom", False):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -30,7 +41,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def execute(cell_path: Path) -> dict[str, Any]:
     """Resolve the cell's model, run its scenario, and return the result as a JSON-able mapping."""
     from harness.cell import Cell
-    from harness.records import Metric
+    from harness.records import CellFailure, Metric
     from harness.scenarios import runner_for
 
     cell = Cell.model_validate_json(cell_path.read_text())
@@ -39,7 +50,9 @@ def execute(cell_path: Path) -> dict[str, Any]:
         result = runner_for(cell.scenario)(cell, model)
     except BaseException as exc:  # every failure becomes a record, never a dead suite
         traceback.print_exc()
-        status = "oom" if _is_oom(exc) else "error"
+        status = "oom" if is_oom(exc) else "error"
+        if isinstance(exc, CellFailure):  # keep what the cell had measured or predicted
+            return {"status": status, "reason": str(exc)[:2000], **exc.partial.model_dump(mode="json")}
         return {"status": status, "reason": f"{type(exc).__name__}: {exc}".strip()[:2000]}
     result.info["model"] = {"path": str(model.path), "provenance": model.provenance, "made": model.made}
     if model.made:

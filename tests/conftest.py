@@ -82,3 +82,10 @@ def run_suite_text(tmp: Path, text: str) -> tuple:
     p = plan(load_suite(path), Host.detect(), source=str(path))
     store, runner = Store(tmp / "results"), Runner(log_dir=tmp / "logs")
     return p, store, runner, {r.cell_id: r for r in run_plan(p, store, runner)}
+
+
+def ok(records: dict, cell_id: str):
+    """The record of ``cell_id``, asserting it is ``ok`` (the failure shows its reason and log tail)."""
+    r = records[cell_id]
+    assert r.status == "ok", f"{cell_id}: {r.status}: {r.reason}\n{r.log_tail}"
+    return r

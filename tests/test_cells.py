@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from tests.conftest import TINY_SUITE, run_suite_text
+from tests.conftest import TINY_SUITE, ok, run_suite_text
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     return run_suite_text(tmp_path_factory.mktemp("cells"), TINY_SUITE)[3]
-
-
-def ok(records, cell_id):
-    r = records[cell_id]
-    assert r.status == "ok", f"{cell_id}: {r.status}: {r.reason}\n{r.log_tail}"
-    return r
 
 
 def test_inference_precisions(records):

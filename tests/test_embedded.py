@@ -82,3 +82,35 @@ def check_quantization_records(results) -> None:
         assert records[f"serve-vllm-continuous-{cell}"]["status"] == "ok"
         assert metric(f"serve-vllm-continuous-{cell}", "output_tok_s") > 0
     assert "no bitsandbytes" in records["serve-vllm-continuous-nf4"]["reason"]
+
+
+@pytest.mark.timeout(3600)
+def test_training_suites_on_the_embedded_model(tmp_path):
+    """suites/training.yaml and suites/training-knobs.yaml end to end, as a user runs them: full, LoRA and
+    QLoRA with and without checkpointing, 8-bit and paged AdamW with accumulation, and the anatomy table."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "training.yaml"),
+                          str(REPO / "suites" / "training-knobs.yaml"), "--results", str(tmp_path / "results")],
+                         capture_output=True, text=True, timeout=3500)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    print(res.stdout)  # the summary and anatomy tables, in the CI log
+    assert "Training memory anatomy, measured / predicted" in res.stdout
+    store = Store(tmp_path / "results")
+    records = {r.cell_id: r for suite in ("training", "training-knobs") for r in store.records(suite)}
+    ran = {k: r for k, r in records.items() if r.status != "skipped"}
+    assert len(ran) == 10 and all(r.status == "ok" for r in ran.values()), {k: r.reason for k, r in ran.items()}
+    for cell_id, r in ran.items():
+        for name in ("trainable_params", "params_bytes", "grads_bytes", "optimizer_bytes"):
+            assert r.metric(f"{name}_residual") == 0, (cell_id, name)
+        assert r.info["grad_check"]["max_rel_error"] <= r.info["grad_check"]["tolerance"], cell_id
+        assert r.info["loss_decreased"], (cell_id, r.metrics["loss"].samples)
+        assert r.info["optimizer"]["paged_in_effect"] is False  # CPU: bitsandbytes falls back to ordinary memory
+    get = lambda cell, name: records[cell].metric(name)  # noqa: E731
+    for mode in ("full-fp32", "lora-fp32", "qlora-nf4"):
+        assert get(f"training-train-{mode}-gc", "activation_saved_bytes") < get(f"training-train-{mode}-nogc", "activation_saved_bytes") / 3
+    # SmolLM2: 134.5 M parameters; LoRA r8 on q, k, v, o of 30 layers: 8 x (1152 + 768 + 768 + 1152) x 30
+    assert get("training-train-lora-fp32-nogc", "trainable_params") == 8 * (1152 + 768 + 768 + 1152) * 30
+    assert get("training-train-qlora-nf4-nogc", "params_bytes") < 0.35 * get("training-train-lora-fp32-nogc", "params_bytes")
+    assert get("training-knobs-train-lora-fp32-adamw8bit", "optimizer_bytes") < 0.4 * get("training-train-lora-fp32-nogc", "optimizer_bytes")

@@ -72,7 +72,8 @@ def test_full_finetuning_of_quantized_weights_is_skipped(tmp_path):
     text = TINY_SUITE.replace("  precisions: [fp32]\n  modes:\n", "  modes:\n    - kind: full\n")
     s = skips(plan(suite(tmp_path, text), host()))
     assert s["tiny-train-full-nf4"] == "full fine-tuning cannot update nf4 quantized weights (use lora)"
-    assert "tiny-train-lora-nf4" not in s
+    assert "is the qlora mode" in s["tiny-train-lora-nf4"]  # LoRA over 4-bit weights is QLoRA, one way to ask for it
+    assert "tiny-train-lora-bf16" not in s and "tiny-train-full-bf16" not in s
 
 
 def test_workload_longer_than_vllm_context_is_skipped(tmp_path):

@@ -10,6 +10,7 @@ the measurement is compared with). Config classes import no torch.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -82,6 +83,11 @@ class Precision(Implementation):
         """Analytic storage of a weight matrix in this precision (dense: the dtype's bits)."""
         bits = {"float32": 32, "bfloat16": 16, "float16": 16}[self.dtype]
         return StorageModel(bits_per_weight=bits, formula=f"{bits} bits per weight ({self.dtype})")
+
+    def layer_bytes(self, in_features: int, out_features: int) -> int:
+        """Exact bytes one quantized (or dense) ``in x out`` weight matrix occupies, constants included."""
+        model = self.storage(in_features, out_features)
+        return math.ceil((model.bits_per_weight * in_features * out_features + model.layer_constant_bits) / 8)
 
     def load(self, path: str, device: str) -> Any:
         """Load a transformers causal LM from ``path`` in this precision on ``device``."""

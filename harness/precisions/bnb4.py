@@ -7,6 +7,7 @@ vLLM's CPU build has no bitsandbytes method, so vLLM cells in this precision are
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -39,6 +40,15 @@ class BnB4bit(Precision):
                                         f"fp32 absmax per {BLOCK2} blocks); per layer: code books")
         return StorageModel(bits_per_weight=4 + 32 / BLOCK, layer_constant_bits=16 * 32,
                             formula=f"4 + 32/{BLOCK} (4-bit codes, fp32 absmax per {BLOCK}); per layer: code book")
+
+    def layer_bytes(self, in_features: int, out_features: int) -> int:
+        """Exact bytes, partial blocks rounded up as bitsandbytes allocates them."""
+        n = in_features * out_features
+        blocks = math.ceil(n / BLOCK)
+        codes = math.ceil(n / 2)
+        if self.double_quant:
+            return codes + blocks + 4 * math.ceil(blocks / BLOCK2) + 4 + 16 * 4 + 256 * 4
+        return codes + 4 * blocks + 16 * 4
 
     def load_kwargs(self) -> dict[str, Any]:
         import torch

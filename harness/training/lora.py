@@ -29,6 +29,10 @@ class LoRA(TrainingMode):
     def supports(self, cell: "Cell", host: "Host") -> str | None:
         if not host.has("peft"):
             return "peft is not installed (pip install peft)"
+        if self.kind == "lora" and cell.precision.kind in ("nf4", "fp4"):
+            return f"LoRA over a 4-bit base is the qlora mode (kind: qlora); precision {cell.precision.label!r} is {cell.precision.kind}"
+        if cell.precision.kind in ("gptq", "awq"):
+            return f"training over {cell.precision.kind} checkpoints is not supported by the harness (use nf4 with qlora)"
         return None
 
     def prepare(self, model: Any, *, gradient_checkpointing: bool) -> Any:
