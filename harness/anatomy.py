@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterable, Iterator
 
 from harness.measure import attached_tensors, storage_bytes
@@ -27,6 +28,16 @@ def param_bytes(params: Iterable[Any]) -> int:
     params = [local(p) for p in params]
     seen: set[tuple[str, int]] = set()
     return storage_bytes(params, seen) + storage_bytes((t for p in params for t in attached_tensors(p)), seen)
+
+
+def logical_numel(p: Any) -> int:
+    """Elements a parameter stands for: a bitsandbytes 4-bit weight packs two per byte (its quant_state
+    keeps the real shape); everything else is its ``numel()`` (DTensor: the global count)."""
+    state = getattr(p, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if type(p).__name__ == "Params4bit" and shape is not None:
+        return int(math.prod(shape))
+    return p.numel()
 
 
 def tensor_bytes(tensors: Iterable[Any]) -> int:
@@ -74,12 +85,16 @@ class PhasePeaks:
 
     ``with peaks.phase("forward"): ...`` marks a phase; after the ``with peaks:`` block, ``peaks.bytes``
     maps each phase to its peak (the running sum of the device's allocation events since the profile
-    started) and ``peaks.bytes["step"]`` is the overall peak.
+    started) and ``peaks.bytes["step"]`` is the overall peak. On CUDA, ``cuda_max_allocated`` and
+    ``cuda_max_reserved`` also hold each phase's ``torch.cuda.max_memory_allocated/reserved`` (the
+    peak statistics are reset when a phase starts; a phase entered again keeps its largest value).
     """
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.bytes: dict[str, int] = {}
+        self.cuda_max_allocated: dict[str, int] = {}
+        self.cuda_max_reserved: dict[str, int] = {}
         self._prof: Any = None
 
     def __enter__(self) -> "PhasePeaks":
@@ -90,10 +105,21 @@ class PhasePeaks:
         self._prof.__enter__()
         return self
 
-    def phase(self, name: str) -> Any:
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        import torch
         from torch.profiler import record_function
 
-        return record_function(f"harness-phase:{name}")
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        with record_function(f"harness-phase:{name}"):
+            yield
+        if cuda:
+            torch.cuda.synchronize()
+            self.cuda_max_allocated[name] = max(self.cuda_max_allocated.get(name, 0), torch.cuda.max_memory_allocated())
+            self.cuda_max_reserved[name] = max(self.cuda_max_reserved.get(name, 0), torch.cuda.max_memory_reserved())
 
     def __exit__(self, *exc: Any) -> None:
         from harness.measure import sync

@@ -144,8 +144,11 @@ def estimate(
     from harness.errors import HarnessError
     from harness.estimate import EstimateInput, ModelShape, estimate as predict
 
-    if (model is None) == (params is None):
-        err.print("[red]error[/red] give a model (config.json or reference) or --params N, not both", highlight=False)
+    if model is None and params is None:
+        err.print("[red]error[/red] give a model (config.json, a folder, or a reference) or --params N", highlight=False)
+        raise typer.Exit(2)
+    if model is not None and params is not None:
+        err.print("[red]error[/red] give a model or --params N, not both", highlight=False)
         raise typer.Exit(2)
     try:
         inp = EstimateInput(dtype=dtype, train=train, lora_r=lora_r, lora_targets=[t for t in lora_targets.split(",") if t],
@@ -157,10 +160,12 @@ def estimate(
     except ValidationError as exc:
         for e in exc.errors():
             flag = "--" + str(e["loc"][0]).replace("_", "-") if e["loc"] else "options"
-            err.print(f"[red]error[/red] {flag}: {e['msg'].removeprefix('Value error, ')}", highlight=False)
+            err.print(f"[red]error[/red] {flag}: {e['msg'].removeprefix('Value error, ')}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except HarnessError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        from rich.markup import escape
+
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))

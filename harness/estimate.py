@@ -91,32 +91,56 @@ class ModelShape(BaseModel):
 
     @classmethod
     def load(cls, ref: str) -> "ModelShape":
-        """From a config.json file, a folder holding one, or a model reference (``embedded``, ``tiny``,
-        ``local:PATH``, ``hub:ORG/NAME``: resolved as the harness resolves models, which may build or
-        convert it once)."""
+        """From a config.json file, a folder holding one, or a model reference: ``hub:ORG/NAME`` fetches
+        only its config.json; ``embedded``, ``tiny`` and ``local:PATH`` are resolved as the harness
+        resolves models (built or converted once, then cached). Raises HarnessError naming the input."""
         from transformers import AutoConfig
 
         path = Path(ref)
-        if path.is_file():
-            data = json.loads(path.read_text())
-            model_type = data.pop("model_type", None)
-            if model_type is None:
-                raise HarnessError(f"{ref}: a config.json needs a 'model_type' (e.g. 'llama')")
-            return cls.from_config(AutoConfig.for_model(model_type, **data), str(path))
-        if path.is_dir() and (path / "config.json").is_file():
-            return cls.from_config(AutoConfig.from_pretrained(path), str(path))
-        from harness.axes import ModelRef
-        from pydantic import TypeAdapter
-
         try:
-            model = TypeAdapter(ModelRef).validate_python(ref)
-        except Exception as exc:
-            raise HarnessError(f"{ref!r} is neither a config.json, a folder with one, nor a model reference: {exc}") from None
-        reason = model.check()
-        if reason:
-            raise HarnessError(f"model {ref!r}: {reason}")
-        resolved = model.resolve()
-        return cls.from_config(AutoConfig.from_pretrained(resolved.path), ref)
+            if path.is_file():
+                try:
+                    data = json.loads(path.read_text())
+                except (OSError, ValueError) as exc:
+                    raise HarnessError(f"{ref}: not a readable JSON config: {exc}") from None
+                model_type = data.pop("model_type", None) if isinstance(data, dict) else None
+                if model_type is None:
+                    raise HarnessError(f"{ref}: a config.json is a JSON object with a 'model_type' (e.g. 'llama')")
+                return cls.from_config(AutoConfig.for_model(model_type, **data), str(path))
+            if path.is_dir():
+                if not (path / "config.json").is_file():
+                    raise HarnessError(f"{ref}: folder without a config.json")
+                return cls.from_config(AutoConfig.from_pretrained(path), str(path))
+            if ":" not in ref and ref not in ("embedded", "tiny"):
+                raise HarnessError(f"{ref!r}: no such file or folder, and not a model reference "
+                                   "(embedded, tiny, local:PATH, hub:ORG/NAME)")
+            model = _model_ref(ref)
+            reason = model.check()
+            if reason:
+                raise HarnessError(f"model {ref!r}: {reason}")
+            if model.kind == "hub":
+                from huggingface_hub import hf_hub_download
+
+                config = hf_hub_download(model.id, "config.json", revision=model.revision)
+                return cls.from_config(AutoConfig.from_pretrained(Path(config).parent), ref)
+            return cls.from_config(AutoConfig.from_pretrained(model.resolve().path), ref)
+        except HarnessError:
+            raise
+        except Exception as exc:  # transformers' and the Hub's errors, named with the input they concern
+            text = str(exc).split("\n")[0].split(". Should contain")[0][:300]  # not the list of every model type
+            raise HarnessError(f"{ref}: cannot read its model config: {type(exc).__name__}: {text}") from None
+
+
+def _model_ref(ref: str) -> Any:
+    from pydantic import TypeAdapter, ValidationError
+
+    from harness.axes import ModelRef
+
+    try:
+        return TypeAdapter(ModelRef).validate_python(ref)
+    except ValidationError as exc:
+        msgs = "; ".join(e["msg"] for e in exc.errors())
+        raise HarnessError(f"{ref!r} is not a valid model reference: {msgs}") from None
 
 
 class EstimateInput(StrictModel):
@@ -143,6 +167,10 @@ class EstimateInput(StrictModel):
             raise ValueError(f"--train qlora trains over 4-bit weights: give --quant nf4 or fp4 (got {self.quant})")
         if self.train == "full" and self.quant != "none":
             raise ValueError(f"--train full cannot update {self.quant} quantized weights: use --train lora or qlora")
+        if self.double_quant and self.quant not in ("nf4", "fp4"):
+            raise ValueError(f"--double-quant applies to --quant nf4 or fp4, not {self.quant}")
+        if self.gradient_checkpointing and (self.train == "none" or self.batch is None):
+            raise ValueError("--gradient-checkpointing changes training activations: give --train and --batch/--seq")
         if self.mixed_precision and self.dtype == "fp32":
             raise ValueError("--mixed-precision needs a 16-bit --dtype (fp16 or bf16) for parameters and gradients")
         if (self.batch is None) != (self.seq is None):
@@ -220,6 +248,9 @@ def estimate(shape: ModelShape, inp: EstimateInput) -> Estimate:
             if shape.layers is None:
                 raise HarnessError("LoRA needs the model's layers to count adapters: give a model or config.json, not --params")
             names = sorted({w.name.rsplit(".", 2)[-2] for w in shape.weights if w.linear is not None})
+            if not names:
+                raise HarnessError(f"{shape.source} has no nn.Linear modules for LoRA (Conv1D models such as GPT-2 are "
+                                   "not supported by the estimator)")
             raise HarnessError(f"--lora-targets {','.join(inp.lora_targets)} match no Linear module; modules: {', '.join(names)}")
         for w in adapted:
             in_f, out_f = w.linear  # type: ignore[misc]
@@ -242,6 +273,9 @@ def estimate(shape: ModelShape, inp: EstimateInput) -> Estimate:
                 notes.append("activations need the model's dimensions: give a model or config.json")
             else:
                 acts, peak = activation_bytes(shape, inp)
+                if not any(w.name.endswith("q_proj.weight") for w in shape.weights):
+                    notes.append("the activation model is derived for Llama-style decoders (q/k/v/o, gate/up/down); "
+                                 "this model's layers differ, so take activation_bytes as a rough guide")
         elif kv_token is not None:
             kv = kv_token * inp.batch * inp.seq
     replicated = replicated_bytes(inp.optimizer, len(trainable)) if optimizer_bytes else 0

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from harness.errors import HarnessError
 
-TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}  # measured: fp32 <3e-5, 16-bit compute <0.05
+TOLERANCE = {"float32": 1e-3, "bfloat16": 0.15, "float16": 0.15}  # measured: fp32 < 3e-5; QLoRA, bf16 compute: < 0.075
 
 
 class GradientCheckError(HarnessError):

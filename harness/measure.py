@@ -19,12 +19,14 @@ from typing import Any, Iterable
 class PeakRSS:
     """Context manager sampling the resident set size of this process tree every ``interval_s``.
 
-    ``peak_bytes`` is the largest sampled sum over the tree, and never less than this process' own
-    kernel-reported peak (``ru_maxrss``), which catches spikes between samples.
+    ``peak_bytes`` is the largest sampled sum over the tree, and (with ``lifetime_peak``) never less
+    than this process' own kernel-reported peak (``ru_maxrss``), which catches spikes between samples
+    but covers the whole life of the process, including what ran before the ``with`` block.
     """
 
-    def __init__(self, interval_s: float = 0.05) -> None:
+    def __init__(self, interval_s: float = 0.05, *, lifetime_peak: bool = True) -> None:
         self.interval_s = interval_s
+        self.lifetime_peak = lifetime_peak
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,8 +57,10 @@ class PeakRSS:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-        self.peak_bytes = max(self.peak_bytes, self_peak)
+        self.peak_bytes = max(self.peak_bytes, self._sample())
+        if self.lifetime_peak:
+            self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+            self.peak_bytes = max(self.peak_bytes, self_peak)
 
 
 def data_segment_bytes() -> int:

@@ -21,7 +21,7 @@ from harness.spec import Suite
 class PlannedCell(BaseModel):
     cell: Cell
     skip: str | None = None
-    skipped_by: Literal["exclude", "model", "device", "precision", "mode", "parallel", "engine"] | None = None
+    skipped_by: Literal["exclude", "model", "device", "precision", "mode", "parallel", "settings", "engine"] | None = None
 
 
 class Plan(BaseModel):
@@ -112,7 +112,7 @@ def plan(suite: Suite, host: Host, *, source: str | None = None, model_override:
         elif cell.parallel is not None and (reason := cell.parallel.supports(cell, host)) is not None:
             skip, by = reason, "parallel"
         elif cell.scenario == "train" and (reason := train_supports(cell, host)) is not None:
-            skip, by = reason, "mode"
+            skip, by = reason, "settings"
         elif cell.engine is not None and (reason := cell.engine.supports(cell, host)) is not None:
             skip, by = reason, "engine"
         planned.append(PlannedCell(cell=cell, skip=skip, skipped_by=by))

@@ -180,15 +180,16 @@ def run_rank(cell: Cell, rank: int, world: int, device: str) -> dict[str, Any]:
         with Stopwatch(device) as watch:
             for m, batch in enumerate(batches):
                 last = m == len(batches) - 1
-                counter = SavedActivations(net)
+                # counted in step 0 only (a warm-up step when there is one): the hooks cost time
+                counter = SavedActivations(net) if step == 0 else None
                 with stepper.micro(last):
-                    with counter.hooks():
+                    with counter.hooks() if counter else contextlib.nullcontext():
                         loss = net(input_ids=batch, labels=batch).loss
                     if step == 0 and m == 0:
                         out["params_bytes"] = param_bytes(net.parameters()) if counted else None
                     stepper.backward(loss, last)
                 loss_sum += loss.detach().double() / s.grad_accum
-                acts = max(acts, counter.bytes)
+                acts = max(acts, counter.bytes if counter else 0)
             if step == 0:
                 out["grads_bytes"] = tensor_bytes(p.grad for p in trainable) if counted else None
                 out["params_without_grad"] = sum(1 for p in trainable if p.grad is None) if counted else None

@@ -3,7 +3,9 @@
 A record holds the resolved cell, its status (ok / skipped / error / oom / timeout) with the reason
 and the tail of its log, its metrics (value, unit, raw samples), the environment it ran in (hardware,
 driver, framework versions, git SHA), its seed and timings, and the command that reproduces it.
-Bump :data:`SCHEMA_VERSION` when the meaning of a field changes.
+A failed record (error / oom / timeout) may carry what the cell measured or predicted before failing
+(e.g. a training cell's ``*_analytic`` anatomy); only ``ok`` records are results. Bump
+:data:`SCHEMA_VERSION` when the meaning of a field changes.
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
-
-from typing import TYPE_CHECKING
 
 from harness.records import Record
 

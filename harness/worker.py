@@ -22,10 +22,11 @@ OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memor
 def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is an out-of-memory failure (CPU or CUDA allocator)."""
     while exc is not None:
+        flag = getattr(exc, "oom", None)
+        if flag is not None:  # the raiser knew (e.g. a distributed error carrying other processes' logs)
+            return bool(flag)
         text = str(exc).lower()
         if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(m in text for m in OOM_MESSAGES):
-            return True
-        if getattr(exc, "oom", False):
             return True
         exc = exc.__cause__  # type: ignore[assignment]
     return False

@@ -116,6 +116,13 @@ def test_cli_human_output_and_errors(gqa_path):
     assert neither.returncode == 2 and "--params" in neither.stderr
     missing = cli("no/such/config.json")
     assert missing.returncode == 2 and "no/such/config.json" in missing.stderr
+    broken = gqa_path.parent / "broken.json"
+    broken.write_text("{not json")
+    res = cli(str(broken))
+    assert res.returncode == 2 and "not a readable JSON config" in res.stderr
+    broken.write_text(json.dumps({"model_type": "nosuchmodel"}))
+    res = cli(str(broken))
+    assert res.returncode == 2 and "nosuchmodel" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_planner_crosses_list_settings_into_named_cells(tmp_path):
@@ -142,8 +149,10 @@ training:
     no_bnb = host.model_copy(update={"packages": host.packages | {"bitsandbytes": None}})
     skipped = plan(load_suite(path), no_bnb)
     assert all("needs bitsandbytes" in (c.skip or "") for c in skipped.cells)
-    path.write_text(path.read_text().replace("batch_size: [4, 8]", "batch_size: [4, 0]"))
     from harness.spec import SuiteError
 
-    with pytest.raises(SuiteError, match="batch_size"):
-        load_suite(path)
+    for bad, message in (("[4, 0]", "batch_size"), ("[]", "empty list"), ("[4, 4]", "repeated values 4")):
+        path.write_text(path.read_text().replace("batch_size: [4, 8]", f"batch_size: {bad}"))
+        with pytest.raises(SuiteError, match=message):
+            load_suite(path)
+        path.write_text(path.read_text().replace(f"batch_size: {bad}", "batch_size: [4, 8]"))

@@ -180,34 +180,44 @@ def test_out_of_memory_is_a_record_with_its_setting(tmp_path):
 
 def test_the_gradient_check_catches_lora_that_lost_its_gradients(tmp_path):
     """bitsandbytes repacks 4-bit weights for CPU inference at the first no-grad forward in eval mode;
-    afterwards most LoRA tensors get wrong or no gradients while the loss still falls."""
+    afterwards most LoRA tensors get wrong or no gradients while the loss still falls. A wrong gradient
+    on a single adapter matrix is caught too."""
     import torch
 
     from harness import gradcheck
     from harness.cell import Cell
-    from harness.scenarios.training import StepSettings, _batch, _load_for_training
+    from harness.scenarios.training import StepSettings, _batches, _load_for_training, check_gradients, wake_lora
 
     settings = StepSettings(batch_size=1, seq_len=32)
     cell = Cell(suite="g", id="g", scenario="train", model={"kind": "tiny"}, precision={"kind": "nf4"},
                 mode={"kind": "qlora", "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]},
                 settings=settings.model_dump(mode="json"), device="cpu", seed=0, timeout_s=600)
     path = str(cell.model.resolve().path)
-    batch = _batch(path, settings, "cpu")
+    batch = _batches(path, settings, "cpu")[0]
+
+    def fresh():
+        return wake_lora(_load_for_training(cell, path, settings), seed=0)
 
     def twin_for(lm):
         return gradcheck.reference_model(lm, lambda: _load_for_training(cell, path, settings, dtype=torch.float64))
 
-    fresh = _load_for_training(cell, path, settings)
-    result = gradcheck.check(fresh, twin_for(fresh), batch, "bfloat16")
-    assert result["missing"] == [] and result["max_rel_error"] < result["tolerance"]
+    result = check_gradients(cell, path, settings, batch)
+    assert result["missing"] == [] and result["checked"] == result["tensors"] == 16
+    assert 0 < result["max_rel_error"] < result["tolerance"]  # B is non-zero, so A's gradients are checked too
 
-    broken = _load_for_training(cell, path, settings)
+    broken = fresh()
     broken.eval()
     with torch.no_grad():
         broken(input_ids=batch)  # an evaluation pass first: the bug's trigger
     broken.train()
     with pytest.raises(gradcheck.GradientCheckError, match="gradient check failed"):
         gradcheck.check(broken, twin_for(broken), batch, "bfloat16")
+
+    skewed = fresh()
+    name, a = next((n, p) for n, p in skewed.named_parameters() if "lora_A" in n)
+    a.register_hook(lambda g: g * 1.5)  # one adapter matrix gets a wrong gradient
+    with pytest.raises(gradcheck.GradientCheckError, match="1 of 16"):
+        gradcheck.check(skewed, twin_for(skewed), batch, "bfloat16")
 
 
 def test_the_distributed_suite_records_per_rank_bytes_against_the_zero_prediction(tmp_path):

@@ -24,6 +24,12 @@ class FSDP(ParallelEngine):
     def zero_stage(self) -> int:
         return 3 if self.sharding == "zero3" else 2
 
+    def supports(self, cell: Any, host: Any) -> str | None:
+        if cell.precision.quantized:
+            return (f"FSDP shards floating-point parameters; {cell.precision.kind} weights are packed integers "
+                    "(FSDP-QLoRA needs bitsandbytes' quant_storage in the compute dtype, which the harness does not set up)")
+        return super().supports(cell, host)
+
     def wrap(self, model: Any, device: str) -> Any:
         from torch.distributed.fsdp import fully_shard
 

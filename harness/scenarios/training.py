@@ -1,16 +1,17 @@
 """Training cells: a few optimizer steps of a training mode on a fixed, learnable batch.
 
-The model is always loaded fresh (bitsandbytes repacks 4-bit weights for CPU inference at the first
-no-grad forward, after which LoRA silently loses gradients), its gradients are first checked against
-a float64 dense reference (:mod:`harness.gradcheck`), then warm-up steps (untimed) and measured steps
-run, and one more profiled step gives the allocator's per-phase peaks.
+The gradients are first checked on a model of their own against a float64 dense reference
+(:mod:`harness.gradcheck`, :func:`check_gradients`); then the memory cap (if any) applies and the
+model to train is loaded fresh (bitsandbytes repacks 4-bit weights for CPU inference at the first
+no-grad forward, after which LoRA silently loses gradients). Warm-up steps (untimed) and measured
+steps run, and one more untimed step counts the saved activations and the allocator's per-phase peaks.
 
 Metrics: ``loss`` (last step; samples = every step), ``step_time_ms`` (median), ``train_tok_s``,
 ``mfu_ratio`` where the device's peak FLOP/s is known, and the memory anatomy counted from the tensors:
 ``params_bytes`` (quantization constants included), ``grads_bytes``, ``optimizer_bytes``,
 ``activation_saved_bytes`` (storages saved for backward per micro-batch, parameters excluded),
 ``anatomy_total_bytes``, each beside its ``*_analytic`` prediction (:mod:`harness.estimate`, from the
-model's config alone) and ``*_residual`` (measured - predicted); ``forward/backward/step_peak_alloc_bytes``
+model's config alone) and ``*_residual`` (measured - predicted); ``{forward,backward,optimizer,step}_peak_alloc_bytes``
 (allocated above the step's start), ``peak_rss_bytes``. With a parallel engine the ranks run under
 torchrun and the bytes are per rank (``samples`` = every rank), predicted with the engine's ZeRO stage.
 An out-of-memory failure is recorded as ``oom`` with the settings that caused it and the prediction.
@@ -22,7 +23,7 @@ import contextlib
 import itertools
 import statistics
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import Field, model_validator
 
@@ -85,6 +86,14 @@ class TrainingSettings(StrictModel):
 
     @model_validator(mode="after")
     def _valid_points(self) -> "TrainingSettings":
+        for key in CROSSED:
+            value = getattr(self, key)
+            if isinstance(value, list):
+                if not value:
+                    raise ValueError(f"{key}: an empty list crosses to no cells; give at least one value")
+                repeated = sorted({str(v) for v in value if value.count(v) > 1})
+                if repeated:
+                    raise ValueError(f"{key}: repeated values {', '.join(repeated)} would give the same cells twice")
         for point in self.points():
             StepSettings.model_validate(point)  # each crossed value obeys the scalar bounds
         return self
@@ -202,21 +211,26 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
                                                           source="analytic")
                                   for k, v in _predicted_metrics(est, cell.parallel is not None).items() if v is not None},
                          info={"estimate": est.model_dump(mode="json")})
+    cap = None
     if s.memory_cap_gib is not None:
-        partial.info["memory_cap"] = cap_memory(s.memory_cap_gib, cell.device)
+        def cap() -> dict[str, int]:
+            partial.info["memory_cap"] = cap_memory(s.memory_cap_gib, cell.device)
+            return partial.info["memory_cap"]
     try:
         if cell.parallel is not None:
             result = _run_ranks(cell, s, est)
         else:
-            result = _run_single(cell, str(prepared.path), s, est)
+            result = _run_single(cell, str(prepared.path), s, est, cap)
     except BaseException as exc:
+        from harness.gradcheck import GradientCheckError
         from harness.worker import is_oom
 
+        if isinstance(exc, GradientCheckError):
+            raise CellFailure(str(exc), partial=partial) from exc
         if is_oom(exc):
             raise CellFailure(f"out of memory at {_failure_context(s, est)}: {type(exc).__name__}: {exc}",
                               partial=partial, oom=True) from exc
         raise CellFailure(f"{type(exc).__name__}: {exc}", partial=partial) from exc
-    result.info |= {k: v for k, v in partial.info.items() if k != "estimate"}
     result.info["estimate"] = est.model_dump(mode="json")
     return result
 
@@ -235,82 +249,122 @@ def _load_for_training(cell: "Cell", path: str, s: StepSettings, dtype: Any = No
     return lm
 
 
-def _batch(model_path: str, s: StepSettings, device: str, offset: int = 0) -> Any:
+def _batches(model_path: str, s: StepSettings, device: str, offset: int = 0) -> list[Any]:
+    """The ``grad_accum`` micro-batches of one step (``batch_size x seq_len`` token ids each, distinct
+    slices of the corpus from token ``offset``); the same ones every step, so the loss can fall."""
     import torch
     from transformers import AutoTokenizer
 
     from harness.paths import corpus_ids
 
     ids = corpus_ids(AutoTokenizer.from_pretrained(model_path), s.corpus)
-    need = s.batch_size * s.seq_len
+    need = s.batch_size * s.seq_len * s.grad_accum
     if len(ids) < offset + need:
-        raise ValueError(f"corpus {s.corpus!r} has {len(ids)} tokens; batch_size={s.batch_size} x seq_len={s.seq_len} "
-                         f"needs {need} (from token {offset})")
-    return torch.tensor(ids[offset:offset + need], device=device).view(s.batch_size, s.seq_len)
+        raise ValueError(f"corpus {s.corpus!r} has {len(ids)} tokens; grad_accum={s.grad_accum} x batch_size="
+                         f"{s.batch_size} x seq_len={s.seq_len} needs {need} (from token {offset})")
+    flat = torch.tensor(ids[offset:offset + need], device=device)
+    return list(flat.view(s.grad_accum, s.batch_size, s.seq_len).unbind(0))
 
 
-def _run_single(cell: "Cell", path: str, s: StepSettings, est: "Estimate") -> CellResult:
+def wake_lora(model: Any, seed: int) -> Any:
+    """Give every LoRA B matrix seeded values of scale 0.02 (peft starts them at zero, where every A
+    gradient is exactly zero); for the gradient check only, never for the model that trains."""
     import torch
 
-    from harness import gradcheck, optimizers
-    from harness.anatomy import PhasePeaks, SavedActivations, param_bytes, tensor_bytes
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype) * 0.02)
+    return model
+
+
+def check_gradients(cell: "Cell", path: str, s: StepSettings, batch: Any) -> dict[str, Any]:
+    """Load the cell's model to train exactly as the cell does, give LoRA's B matrices seeded non-zero
+    values (at peft's zero init every A gradient is exactly zero, which would check nothing), and compare
+    its gradients on ``batch`` with the float64 reference (:func:`harness.gradcheck.check`). Everything is
+    freed before returning; raises GradientCheckError on a mismatch."""
+    import gc
+
+    import torch
+
+    from harness import gradcheck
+
+    lm = wake_lora(_load_for_training(cell, path, s), cell.seed)
+    twin = gradcheck.reference_model(lm, lambda: _load_for_training(cell, path, s, dtype=torch.float64))
+    try:
+        return gradcheck.check(lm, twin, batch, cell.precision.dtype)
+    finally:
+        del lm, twin
+        gc.collect()
+
+
+def _run_single(cell: "Cell", path: str, s: StepSettings, est: "Estimate",
+                cap: Callable[[], dict[str, int]] | None) -> CellResult:
+    import torch
+
+    from harness import optimizers
+    from harness.anatomy import PhasePeaks, SavedActivations, logical_numel, param_bytes, tensor_bytes
     from harness.host import peak_flops
     from harness.measure import PeakRSS, Stopwatch
 
-    torch.manual_seed(cell.seed)
     device = cell.device
-    with PeakRSS() as rss:
+    batches = _batches(path, s, device)
+    grad_info: dict[str, Any] = {"skipped": "grad_check: false"}
+    if s.grad_check:  # on a model of its own, before the memory cap and the memory tracking
+        grad_info = check_gradients(cell, path, s, batches[0][:1])
+    cap_info = cap() if cap is not None else None
+    torch.manual_seed(cell.seed)
+    # Sampled RSS only: the process' lifetime peak (ru_maxrss) would include the gradient check's model.
+    with PeakRSS(lifetime_peak=False) as rss:
         start = time.perf_counter()
+        # A fresh load: bitsandbytes repacks 4-bit weights for CPU inference at the first no-grad forward,
+        # after which LoRA silently loses gradients; this model never runs inference.
         lm = _load_for_training(cell, path, s)
         load_s = time.perf_counter() - start
         measured_params = param_bytes(lm.parameters())
-        batch = _batch(path, s, device)
-        grad_info: dict[str, Any] = {"skipped": "grad_check: false"}
-        if s.grad_check:
-            twin = gradcheck.reference_model(lm, lambda: _load_for_training(cell, path, s, dtype=torch.float64))
-            grad_info = gradcheck.check(lm, twin, batch[:1], cell.precision.dtype)
-            del twin
         trainable = [p for p in lm.parameters() if p.requires_grad]
         optimizer, opt_info = optimizers.build(s.optimizer, trainable, s.lr, device)
-        losses, step_ms, acts = [], [], 0
-        grads_bytes = 0
+        losses: list[float] = []
+        step_ms: list[float] = []
+        acts = grads_bytes = 0
 
-        def step(count: bool, peaks: PhasePeaks | None = None) -> float:
-            """One optimizer step; saved activations are counted per micro-batch (a fresh counter each,
-            since a later micro-batch reuses the freed storages of the one before)."""
+        def step(count: bool = False, peaks: PhasePeaks | None = None) -> float:
+            """One optimizer step over the micro-batches. With ``count``, saved activations are counted per
+            micro-batch (a fresh counter each: a later micro-batch reuses the freed storages of the one
+            before); counting adds hook overhead, so timed steps do not count."""
             nonlocal grads_bytes, acts
+            phase = peaks.phase if peaks else (lambda name: contextlib.nullcontext())
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
-            for _ in range(s.grad_accum):
+            for batch in batches:
                 counter = SavedActivations(lm) if count else None
-                with (peaks.phase("forward") if peaks else contextlib.nullcontext()), \
-                        (counter.hooks() if counter else contextlib.nullcontext()):
+                with phase("forward"), (counter.hooks() if counter else contextlib.nullcontext()):
                     loss = lm(input_ids=batch, labels=batch).loss
-                with peaks.phase("backward") if peaks else contextlib.nullcontext():
+                with phase("backward"):
                     (loss / s.grad_accum).backward()
                 total += loss.item() / s.grad_accum
                 acts = max(acts, counter.bytes if counter else 0)
             grads_bytes = tensor_bytes(p.grad for p in trainable)
-            with peaks.phase("optimizer") if peaks else contextlib.nullcontext():
+            with phase("optimizer"):
                 optimizer.step()
             return total
 
         for i in range(s.warmup_steps + s.steps):
             with Stopwatch(device) as t:
-                losses.append(step(True))
+                losses.append(step())
             if i >= s.warmup_steps:
                 step_ms.append(t.seconds * 1000)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        with PhasePeaks(device) as peaks:
-            step(False, peaks)
+        with PhasePeaks(device) as peaks:  # one more step, untimed: allocator peaks and saved activations
+            step(count=True, peaks=peaks)
         opt_bytes = tensor_bytes(optimizers.state_tensors(optimizer))
         opt_info["paged_in_effect"] = optimizers.paged_state(optimizer)
         no_grad = sum(1 for p in trainable if p.grad is None)
     tokens_per_step = s.batch_size * s.seq_len * s.grad_accum
     step_median = statistics.median(step_ms)
     predicted = _predicted_metrics(est, per_rank=False)
-    measured = {"trainable_params": sum(p.numel() for p in trainable), "params_bytes": measured_params,
+    n_trainable = sum(p.numel() for p in trainable)
+    measured = {"trainable_params": n_trainable, "params_bytes": measured_params,
                 "grads_bytes": grads_bytes, "optimizer_bytes": opt_bytes, "activation_saved_bytes": acts}
     measured["anatomy_total_bytes"] = sum(v for k, v in measured.items() if k != "trainable_params")
     metrics = _step_metrics(losses, step_ms, tokens_per_step, load_s)
@@ -318,23 +372,27 @@ def _run_single(cell: "Cell", path: str, s: StepSettings, est: "Estimate") -> Ce
         unit = "count" if name == "trainable_params" else "bytes"
         metrics |= _side_by_side(name, measured[name], predicted[name], unit)
     metrics["activation_saved_bytes"].stat = "max"
-    metrics["params"] = Metric(value=sum(p.numel() for p in lm.parameters()), unit="count")
+    n_params = sum(logical_numel(p) for p in lm.parameters())
+    metrics |= _side_by_side("params", n_params, est.params, "count",
+                             description="parameters as the model defines them (4-bit weights unpacked)")
     for phase in ("forward", "backward", "optimizer", "step"):
         if phase in peaks.bytes:
             metrics[f"{phase}_peak_alloc_bytes"] = Metric(
                 value=peaks.bytes[phase], unit="bytes", stat="max",
                 description=f"peak bytes allocated above the step's start during {phase} (profiler allocation events)")
-    if est.activation_peak_bytes is not None:
-        metrics["activation_peak_bytes_analytic"] = Metric(value=est.activation_peak_bytes, unit="bytes", source="analytic")
-    if device == "cuda":
-        metrics["cuda_max_allocated_bytes"] = Metric(value=torch.cuda.max_memory_allocated(), unit="bytes", stat="max")
-        metrics["cuda_max_reserved_bytes"] = Metric(value=torch.cuda.max_memory_reserved(), unit="bytes", stat="max")
-    metrics["peak_rss_bytes"] = Metric(value=rss.peak_bytes, unit="bytes", stat="max")
+    for phase, value in peaks.cuda_max_allocated.items():
+        metrics[f"cuda_{phase}_max_allocated_bytes"] = Metric(
+            value=value, unit="bytes", stat="max", description=f"torch.cuda.max_memory_allocated over {phase} (reset at its start)")
+    for phase, value in peaks.cuda_max_reserved.items():
+        metrics[f"cuda_{phase}_max_reserved_bytes"] = Metric(value=value, unit="bytes", stat="max")
+    metrics["peak_rss_bytes"] = Metric(value=rss.peak_bytes, unit="bytes", stat="max",
+                                       description="sampled resident set of the training (the gradient check excluded)")
     flops = peak_flops(device, cell.precision.dtype)
     if flops is not None:
-        achieved = 6 * metrics["params"].value * tokens_per_step / (step_median / 1000)
+        # forward 2N, input gradients 2N, weight gradients 2 x trainable: 6N for full fine-tuning
+        achieved = (4 * n_params + 2 * n_trainable) * tokens_per_step / (step_median / 1000)
         metrics["mfu_ratio"] = Metric(value=achieved / flops, unit="ratio", stat="median",
-                                      description="6 x params x tokens/s over the device's peak FLOP/s")
+                                      description="(4 x params + 2 x trainable) x tokens/s over the device's peak FLOP/s")
     info = {
         "loss_decreased": losses[-1] < losses[0],
         "params_without_grad": no_grad,
@@ -344,6 +402,8 @@ def _run_single(cell: "Cell", path: str, s: StepSettings, est: "Estimate") -> Ce
         "grad_check": grad_info,
         "mfu": "device peak FLOP/s unknown" if flops is None else {"peak_flops": flops},
     }
+    if cap_info is not None:
+        info["memory_cap"] = cap_info
     return CellResult(metrics=metrics, info=info)
 
 
@@ -395,7 +455,8 @@ def _run_ranks(cell: "Cell", s: StepSettings, est: "Estimate") -> CellResult:
                                        description="all ranks together (the cell's process tree)")
     info = {
         "loss_decreased": r0["losses"][-1] < r0["losses"][0],
-        "params_without_grad": max((r.get("params_without_grad") or 0) for r in ranks),
+        "params_without_grad": None if any(r.get("params_without_grad") is None for r in ranks)
+        else max(r["params_without_grad"] for r in ranks),
         "tokens_per_step": tokens_per_step,
         "world_size": world,
         "zero_stage": cell.parallel.zero_stage,
