@@ -75,12 +75,13 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
                                           parallel=par, settings=point, **common))
     if suite.serving:
         workloads = _pick(suite.serving.workloads, suite.workloads, lambda w: w.name)
+        serve_settings = {"slo": suite.serving.slo.model_dump(mode="json")} if suite.serving.slo else {}
         for e in suite.serving.engines:
             for p in _pick(suite.serving.precisions, suite.precisions, label):
                 for w in workloads:
                     suffix = f"-{w.name}" if len(workloads) > 1 else ""
                     cells.append(Cell(id=f"{suite.name}-serve-{e.label}-{p.label}{suffix}", scenario="serve", precision=p,
-                                      engine=e, workload=w, **common))
+                                      engine=e, workload=w, settings=serve_settings, **common))
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -1,9 +1,13 @@
 """Serving metrics from request traces, named and defined as vLLM's benchmark defines them.
 
-Per request: TTFT = first token - submission; E2EL = completion - submission;
+Per completed request: TTFT = first token - submission; E2EL = completion - submission;
 TPOT = (E2EL - TTFT) / (n - 1) for n > 1 output tokens; ITL = every gap between consecutive tokens,
-pooled over requests. Aggregates: output tok/s = sum(n) / duration, request throughput =
-completed / duration. Percentiles use numpy's linear interpolation. Pure: needs numpy only.
+pooled over requests. Aggregates over completed requests: output tok/s = sum(n) / duration, total
+tok/s adds the prompts, request throughput = completed / duration; ``failed_requests`` counts the
+rest. Goodput = requests meeting every given SLO (TTFT, TPOT, E2EL, each "at most", in ms) /
+duration. ``peak_concurrency_requests`` is the most requests in flight at once (submitted, not yet
+finished). Distributions report the median (value), mean, p90 and p99; percentiles use numpy's
+linear interpolation between order statistics (vLLM's choice). Pure: needs numpy only.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pydantic import Field
+
 from harness.records import Metric
+from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
     from harness.engines import RequestTrace
@@ -34,10 +41,42 @@ def _dist(name: str, values: list[float], unit: str, description: str) -> dict[s
     return out
 
 
-def summarize(traces: list["RequestTrace"], duration_s: float) -> dict[str, Metric]:
-    """Metrics of one serving run: throughputs, and TTFT/TPOT/ITL/E2EL distributions in ms."""
+class SLO(StrictModel):
+    """Service-level objectives for goodput: a request is good when it meets every one given."""
+
+    ttft_ms: float | None = Field(default=None, gt=0, description="Time to first token, at most (ms).")
+    tpot_ms: float | None = Field(default=None, gt=0, description="Time per output token, at most (ms).")
+    e2el_ms: float | None = Field(default=None, gt=0, description="End-to-end latency, at most (ms).")
+
+    def met(self, ttft_ms: float | None, tpot_ms: float | None, e2el_ms: float) -> bool:
+        """Whether a request with these latencies meets every given objective (a missing TTFT/TPOT
+        fails an objective on it; a single-token request has no TPOT and meets a TPOT objective)."""
+        if self.ttft_ms is not None and (ttft_ms is None or ttft_ms > self.ttft_ms):
+            return False
+        if self.tpot_ms is not None and tpot_ms is not None and tpot_ms > self.tpot_ms:
+            return False
+        return self.e2el_ms is None or e2el_ms <= self.e2el_ms
+
+
+def peak_concurrency(traces: list["RequestTrace"]) -> int:
+    """The most requests in flight at once: submitted and not yet finished (a finish at the same
+    instant as a submission frees its slot first)."""
+    events = sorted([(t.submitted_s, 1) for t in traces] + [(t.finished_s, -1) for t in traces],
+                    key=lambda e: (e[0], e[1]))
+    live = peak = 0
+    for _, step in events:
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def summarize(traces: list["RequestTrace"], duration_s: float, slo: SLO | None = None) -> dict[str, Metric]:
+    """Metrics of one serving run: throughputs, TTFT/TPOT/ITL/E2EL distributions in ms, failures,
+    peak concurrency and (with ``slo``) goodput. Raises ValueError for a non-positive duration."""
     if duration_s <= 0:
         raise ValueError(f"duration_s must be positive, got {duration_s}")
+    failed = [t for t in traces if t.error is not None]
+    traces = [t for t in traces if t.error is None]
     out_tokens = sum(t.output_tokens for t in traces)
     in_tokens = sum(t.prompt_tokens for t in traces)
     e2el = [(t.finished_s - t.submitted_s) * 1000 for t in traces]
@@ -52,7 +91,21 @@ def summarize(traces: list["RequestTrace"], duration_s: float) -> dict[str, Metr
         "request_throughput_req_s": Metric(value=len(traces) / duration_s, unit="req/s"),
         "duration_s": Metric(value=duration_s, unit="s"),
         "output_tokens": Metric(value=out_tokens, unit="count", stat="sum"),
+        "completed_requests": Metric(value=len(traces), unit="count", stat="sum"),
+        "failed_requests": Metric(value=len(failed), unit="count", stat="sum"),
+        "peak_concurrency_requests": Metric(value=peak_concurrency(traces + failed), unit="count", stat="max",
+                                            description="most requests in flight at once"),
     }
+    if slo is not None:
+        good = 0
+        for t in traces:
+            e2e = (t.finished_s - t.submitted_s) * 1000
+            first = None if t.first_token_s is None else (t.first_token_s - t.submitted_s) * 1000
+            per_token = ((t.finished_s - t.first_token_s) * 1000 / (t.output_tokens - 1)
+                         if t.first_token_s is not None and t.output_tokens > 1 else None)
+            good += slo.met(first, per_token, e2e)
+        metrics["goodput_req_s"] = Metric(value=good / duration_s, unit="req/s",
+                                          description=f"requests meeting every SLO ({slo.model_dump(exclude_none=True)}) / duration")
     metrics |= _dist("e2el_ms", e2el, "ms", "end-to-end latency per request (submission to last token)")
     metrics |= _dist("ttft_ms", ttft, "ms", "time to first token per request")
     metrics |= _dist("tpot_ms", tpot, "ms", "time per output token after the first, per request")

@@ -24,7 +24,8 @@ TABLES: list[tuple[str, str, list[str]]] = [
         "loss", "step_time_ms", "train_tok_s", "mfu_ratio", "trainable_params", "backward_peak_alloc_bytes",
         "step_peak_alloc_bytes", "peak_rss_bytes"]),
     ("serve", "Serving", [
-        "output_tok_s", "request_throughput_req_s", "ttft_ms", "tpot_ms", "e2el_ms", "e2el_p90_ms", "startup_s",
+        "output_tok_s", "request_throughput_req_s", "goodput_req_s", "ttft_ms", "ttft_p99_ms", "tpot_ms", "e2el_ms",
+        "e2el_p90_ms", "failed_requests", "peak_concurrency_requests", "kv_cache_capacity_tokens", "startup_s",
         "peak_rss_bytes"]),
 ]
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}

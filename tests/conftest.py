@@ -42,6 +42,7 @@ training:
   lr: 1.0e-3
 serving:
   precisions: [bf16, nf4]
+  slo: {ttft_ms: 60000, tpot_ms: 60000}
   engines:
     - kind: hf-static
       batch_size: 4

@@ -64,6 +64,10 @@ def _check_serving(r, lengths):
     for ttft, e2el in zip(r.metrics["ttft_ms"].samples, r.metrics["e2el_ms"].samples):
         assert 0 < ttft <= e2el
     assert r.metric("e2el_p90_ms") >= r.metric("e2el_ms")
+    # nothing failed, every request met the suite's generous SLOs, and all of them were in flight at t=0
+    assert r.metric("failed_requests") == 0 and r.metric("completed_requests") == len(lengths)
+    assert r.metric("goodput_req_s") == pytest.approx(r.metric("request_throughput_req_s"))
+    assert r.metric("peak_concurrency_requests") == len(lengths)
 
 
 def test_hf_static_serving(records):
@@ -84,5 +88,12 @@ def test_vllm_continuous_serving(records):
     _check_serving(r, records["tiny-serve-hf-static-bf16"].info["output_lengths"])
     assert r.info["engine"]["max_num_seqs"] == 4
     assert r.info["engine"]["kv_cache_tokens"] > 0 and r.metric("startup_s") > 0
+    # the tiny model: 2 layers x 2 KV heads x head_dim 64, K and V, bf16 -> 1024 bytes per token
+    assert r.metric("kv_cache_bytes_per_token_analytic") == 2 * 2 * 2 * 64 * 2
+    assert r.metric("kv_cache_capacity_tokens") == r.info["engine"]["kv_cache_tokens"]
+    # the configured 1 GiB of KV space holds 2**20 such tokens; vLLM rounds down to whole blocks
+    predicted = r.metric("kv_cache_capacity_tokens_analytic")
+    assert predicted == 2**30 // 1024
+    assert 0 <= predicted - r.metric("kv_cache_capacity_tokens") < r.info["engine"]["kv_block_size"] * 2, r.info["engine"]
     skipped = records["tiny-serve-vllm-continuous-nf4"]
     assert skipped.status == "skipped" and "bitsandbytes" in skipped.reason

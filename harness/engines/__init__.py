@@ -39,6 +39,7 @@ class RequestTrace(BaseModel):
     first_token_s: float | None = Field(default=None, description="arrival of the first output token, if observed")
     finished_s: float
     token_times_s: list[float] = Field(default_factory=list, description="arrival of each output token, if observed")
+    error: str | None = Field(default=None, description="why the request failed (then it counts as failed, not completed)")
 
 
 class ServeRun(BaseModel):

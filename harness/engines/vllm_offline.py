@@ -103,6 +103,8 @@ class _VLLMBase(Engine):
                 "kv_cache_dtype": str(getattr(cache, "cache_dtype", None))}
         if info["kv_cache_blocks"] and info["kv_block_size"]:
             info["kv_cache_tokens"] = info["kv_cache_blocks"] * info["kv_block_size"]
+        if cell.device == "cpu":
+            info["kv_cache_space_bytes"] = int(self.cpu_kvcache_gib * 2**30)  # VLLM_CPU_KVCACHE_SPACE
         return ServeRun(traces=[t for t in traces if t is not None], duration_s=duration, startup_s=startup_s, info=info)
 
 

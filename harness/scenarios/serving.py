@@ -1,8 +1,12 @@
 """Serving cells: one engine runs one workload in one precision; the same requests for every engine.
 
 Metrics (see :mod:`harness.servemetrics`): ``output_tok_s``, ``request_throughput_req_s``,
-``e2el_ms``/``ttft_ms``/``tpot_ms``/``itl_ms`` distributions, ``startup_s`` (model load or engine start)
-and ``peak_rss_bytes`` of the whole process tree (vLLM runs its engine in child processes).
+``e2el_ms``/``ttft_ms``/``tpot_ms``/``itl_ms`` distributions, failed and peak-concurrent requests,
+``goodput_req_s`` under the suite's SLOs, ``startup_s`` (model load or engine start) and
+``peak_rss_bytes`` of the whole process tree (vLLM runs its engine in child processes). Where the
+engine reports its KV cache (vLLM), ``kv_cache_capacity_tokens`` (blocks x block size) sits beside
+the formula 2 x layers x kv_heads x head_dim x bytes per token (``kv_cache_bytes_per_token_analytic``)
+and, on CPU, the tokens the configured KV space holds by that formula (``kv_cache_capacity_tokens_analytic``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pydantic import Field
 
 from harness.axes import EngineConfig
 from harness.records import CellResult, Metric
+from harness.servemetrics import SLO
 from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
@@ -26,6 +31,7 @@ class ServingSettings(StrictModel):
     engines: list[EngineConfig] = Field(min_length=1, description="Engines (kind: hf-static, vllm-continuous, ...).")
     precisions: list[str] | None = Field(default=None, description="Names of suite precisions to serve (default: all).")
     workloads: list[str] | None = Field(default=None, description="Names of suite workloads to run (default: all).")
+    slo: SLO | None = Field(default=None, description="Objectives for goodput (ttft_ms, tpot_ms, e2el_ms: each at most).")
 
 
 def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
@@ -42,7 +48,9 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     model = prepared.on(model)
     with PeakRSS() as rss:
         result = cell.engine.serve(cell, model, requests)
-    metrics = summarize(result.traces, result.duration_s)
+    slo = cell.settings.get("slo")
+    metrics = summarize(result.traces, result.duration_s, SLO.model_validate(slo) if slo else None)
+    metrics |= kv_cache_metrics(model, result.info, cell.precision.dtype)
     metrics["startup_s"] = Metric(value=result.startup_s, unit="s", description="model load or engine start")
     metrics["peak_rss_bytes"] = Metric(value=rss.peak_bytes, unit="bytes", stat="max",
                                        description="process tree, engine workers included")
@@ -50,3 +58,40 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     info = {"engine": result.info, "requests": len(requests),
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
     return CellResult(metrics=metrics, info=info)
+
+
+KV_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+
+
+def kv_cache_metrics(model: "ResolvedModel", info: dict, dtype: str) -> dict[str, Metric]:
+    """The engine's KV-cache capacity beside the formula (nothing if the engine reports none)."""
+    tokens = info.get("kv_cache_tokens")
+    if not tokens:
+        return {}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model.path)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    cache_dtype = str(info.get("kv_cache_dtype") or "auto").removeprefix("torch.")
+    element = KV_DTYPE_BYTES.get(cache_dtype, KV_DTYPE_BYTES.get(dtype, 2))
+    per_token = 2 * text.num_hidden_layers * kv_heads * head_dim * element
+    out = {
+        "kv_cache_capacity_tokens": Metric(value=tokens, unit="count",
+                                           description="engine-reported: KV blocks x block size"),
+        "kv_cache_bytes_per_token_analytic": Metric(
+            value=per_token, unit="bytes", source="analytic",
+            description=f"2 x {text.num_hidden_layers} layers x {kv_heads} kv_heads x {head_dim} head_dim x {element} bytes"),
+        "kv_cache_capacity_bytes": Metric(value=tokens * per_token, unit="bytes",
+                                          description="engine-reported tokens x the bytes per token"),
+    }
+    space = info.get("kv_cache_space_bytes")
+    if space:
+        predicted = space // per_token
+        out["kv_cache_capacity_tokens_analytic"] = Metric(value=predicted, unit="count", source="analytic",
+                                                          description="configured KV space / bytes per token")
+        out["kv_cache_capacity_tokens_residual"] = Metric(value=tokens - predicted, unit="count",
+                                                          description="measured - analytic")
+    return out
