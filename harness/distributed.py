@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
+from harness.worker import OOM_MESSAGES
 
 if TYPE_CHECKING:
     from harness.cell import Cell
 
 LOG_TAIL_CHARS = 4000
-OOM_MARKERS = ("memoryerror", "outofmemoryerror", "out of memory", "cannot allocate memory")
+OOM_MARKERS = (*OOM_MESSAGES, "memoryerror", "outofmemoryerror")  # messages and exception names
 GRACE_S = 10.0  # torchrun's own shutdown of its ranks, before everything left is SIGKILLed
 
 
@@ -123,7 +124,7 @@ def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[st
         problems = [f"rank {r} was killed by SIGKILL (most likely the out-of-memory killer)" for r in killed]
         problems += failed + [f"rank {r}: no result (stopped after another rank failed, or killed)"
                               for r in silent if r not in killed]
-        oom = bool(killed) or any(m in f.lower() for f in failed for m in OOM_MARKERS)
+        oom = bool(killed) or any(m in f.lower() for f in failed for m in OOM_MARKERS)  # the worker's markers
         raise DistributedError(f"cell {cell.id!r}: torchrun exited with status {rc}: "
                                f"{'; '.join(problems) or 'every rank wrote a result'}\n{_tail(log_path)}", oom=oom)
     return results

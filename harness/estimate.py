@@ -80,14 +80,7 @@ class ModelShape(BaseModel):
         linears = {f"{name}.weight": (m.in_features, m.out_features) for name, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear)}
         weights = [Weight(name=n, numel=p.numel(), linear=linears.get(n)) for n, p in model.named_parameters()]
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        heads = getattr(text, "num_attention_heads", None)
-        hidden = getattr(text, "hidden_size", None)
-        head_dim = getattr(text, "head_dim", None) or (hidden // heads if hidden and heads else None)
-        return cls(source=source, weights=weights, layers=getattr(text, "num_hidden_layers", None), hidden=hidden,
-                   intermediate=getattr(text, "intermediate_size", None), heads=heads,
-                   kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim,
-                   vocab=getattr(text, "vocab_size", None))
+        return cls(source=source, weights=weights, **config_dims(config))
 
     @classmethod
     def load(cls, ref: str) -> "ModelShape":
@@ -129,6 +122,24 @@ class ModelShape(BaseModel):
         except Exception as exc:  # transformers' and the Hub's errors, named with the input they concern
             text = str(exc).split("\n")[0].split(". Should contain")[0][:300]  # not the list of every model type
             raise HarnessError(f"{ref}: cannot read its model config: {type(exc).__name__}: {text}") from None
+
+
+def config_dims(config: Any) -> dict[str, int | None]:
+    """A transformers config's dimensions as :class:`ModelShape` names them (None where it has none);
+    ``head_dim`` defaults to hidden / heads and ``kv_heads`` to heads (no GQA)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", None)
+    hidden = getattr(text, "hidden_size", None)
+    return {"layers": getattr(text, "num_hidden_layers", None), "hidden": hidden,
+            "intermediate": getattr(text, "intermediate_size", None), "heads": heads,
+            "kv_heads": getattr(text, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(text, "head_dim", None) or (hidden // heads if hidden and heads else None),
+            "vocab": getattr(text, "vocab_size", None)}
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, element_bytes: int) -> int:
+    """KV-cache bytes of one token: K and V, for every layer and KV head."""
+    return 2 * layers * kv_heads * head_dim * element_bytes
 
 
 def _model_ref(ref: str) -> Any:
@@ -266,7 +277,7 @@ def estimate(shape: ModelShape, inp: EstimateInput) -> Estimate:
         grads_bytes = optimizer_bytes = 0
     acts = peak = kv_token = kv = None
     if shape.layers and shape.kv_heads and shape.head_dim:
-        kv_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * e
+        kv_token = kv_bytes_per_token(shape.layers, shape.kv_heads, shape.head_dim, e)
     if inp.batch is not None and inp.seq is not None:
         if inp.train != "none":
             if shape.layers is None:

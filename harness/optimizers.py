@@ -17,7 +17,6 @@ State bytes per trainable tensor of ``n`` elements (exact, as the optimizers all
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Literal
 
 OptimizerName = Literal["adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit", "sgd"]
@@ -67,26 +66,23 @@ def replicated_bytes(name: str, tensors: int) -> int:
 
 def build(name: str, params: list[Any], lr: float, device: str) -> tuple[Any, dict[str, Any]]:
     """The optimizer over ``params`` and facts about it: ``class``, ``paged`` (asked for) and
-    ``paged_in_effect`` (False on CPU, where bitsandbytes falls back to ordinary memory), ``warnings``."""
+    ``paged_in_effect`` (provisional: on CPU bitsandbytes falls back to ordinary memory; after the first
+    step, :func:`paged_state` says whether the state really is paged)."""
     import torch
 
-    info: dict[str, Any] = {"name": name, "paged": name.startswith("paged_"), "paged_in_effect": False}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if name == "adamw":
-            opt = torch.optim.AdamW(params, lr=lr)
-        elif name == "sgd":
-            opt = torch.optim.SGD(params, lr=lr)
-        elif name in BNB_OPTIMIZERS:
-            import bitsandbytes as bnb
+    if name == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr)
+    elif name == "sgd":
+        opt = torch.optim.SGD(params, lr=lr)
+    elif name in BNB_OPTIMIZERS:
+        import bitsandbytes as bnb
 
-            opt = getattr(bnb.optim, BNB_OPTIMIZERS[name])(params, lr=lr)
-        else:
-            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    info["class"] = f"{type(opt).__module__}.{type(opt).__name__}"
-    info["warnings"] = sorted({str(w.message) for w in caught})
-    info["paged_in_effect"] = info["paged"] and device.startswith("cuda")
-    return opt, info
+        opt = getattr(bnb.optim, BNB_OPTIMIZERS[name])(params, lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    paged = name.startswith("paged_")
+    return opt, {"name": name, "class": f"{type(opt).__module__}.{type(opt).__name__}", "paged": paged,
+                 "paged_in_effect": paged and device.startswith("cuda")}
 
 
 def state_tensors(optimizer: Any) -> list[Any]:

@@ -109,23 +109,6 @@ class TorchStepper:
         self.optimizer.step()
 
 
-def micro_batches(ids: list[int], settings: StepSettings, rank: int, world: int, device: str) -> list[Any]:
-    """This rank's ``grad_accum`` micro-batches (``batch_size x seq_len`` token tensors) from its slice
-    of ``ids``; raises ValueError naming the rank and the token counts if the corpus is too short."""
-    import torch
-
-    per_batch = settings.batch_size * settings.seq_len
-    start, end = rank * settings.grad_accum * per_batch, (rank + 1) * settings.grad_accum * per_batch
-    if len(ids) < end:
-        raise ValueError(
-            f"rank {rank}: corpus {settings.corpus!r} has {len(ids)} tokens; {world} ranks x grad_accum "
-            f"{settings.grad_accum} x batch_size {settings.batch_size} x seq_len {settings.seq_len} need "
-            f"{world * settings.grad_accum * per_batch} and rank {rank} takes tokens {start}:{end} "
-            f"(use a smaller batch_size, seq_len or grad_accum, or fewer ranks)")
-    flat = torch.tensor(ids[start:end], device=device)
-    return list(flat.view(settings.grad_accum, settings.batch_size, settings.seq_len).unbind(0))
-
-
 def _numel(p: Any) -> int:
     """Global element count: a DTensor's ``numel`` is global; ZeRO-3 keeps it in ``ds_numel``."""
     return int(getattr(p, "ds_numel", None) or p.numel())
@@ -142,13 +125,11 @@ def run_rank(cell: Cell, rank: int, world: int, device: str) -> dict[str, Any]:
     already prepared (their caches are hit here)."""
     import torch
     import torch.distributed as dist
-    from transformers import AutoTokenizer
 
     from harness.anatomy import param_bytes, tensor_bytes
     from harness.measure import Stopwatch
     from harness.optimizers import state_tensors
-    from harness.paths import corpus_ids
-    from harness.scenarios.training import StepSettings
+    from harness.scenarios.training import StepSettings, load_for_training, step_batches
 
     s = StepSettings.model_validate(cell.settings)
     if cell.parallel is None or cell.mode is None:
@@ -156,11 +137,12 @@ def run_rank(cell: Cell, rank: int, world: int, device: str) -> dict[str, Any]:
     torch.manual_seed(cell.seed)
     resolved = cell.model.resolve()
     prepared = cell.precision.prepare(resolved, cell)
-    ids = corpus_ids(AutoTokenizer.from_pretrained(resolved.path), s.corpus)
-    batches = micro_batches(ids, s, rank, world, device)
-    model = cell.mode.prepare(cell.precision.load(str(prepared.path), device),
-                              gradient_checkpointing=s.gradient_checkpointing)
-    model.train()
+    try:  # each rank its own slice of the corpus
+        batches = step_batches(str(resolved.path), s, device, offset=rank * s.grad_accum * s.batch_size * s.seq_len)
+    except ValueError as exc:
+        raise ValueError(f"rank {rank} of {world}: {exc} (use a smaller batch_size, seq_len or grad_accum, "
+                         "or fewer ranks)") from None
+    model = load_for_training(cell, str(prepared.path), s)
     stepper = _stepper(cell.parallel, model, s, device)
     net, trainable = stepper.model, stepper.trainable
     out: dict[str, Any] = {

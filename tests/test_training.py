@@ -186,20 +186,20 @@ def test_the_gradient_check_catches_lora_that_lost_its_gradients(tmp_path):
 
     from harness import gradcheck
     from harness.cell import Cell
-    from harness.scenarios.training import StepSettings, _batches, _load_for_training, check_gradients, wake_lora
+    from harness.scenarios.training import StepSettings, step_batches, load_for_training, check_gradients, wake_lora
 
     settings = StepSettings(batch_size=1, seq_len=32)
     cell = Cell(suite="g", id="g", scenario="train", model={"kind": "tiny"}, precision={"kind": "nf4"},
                 mode={"kind": "qlora", "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]},
                 settings=settings.model_dump(mode="json"), device="cpu", seed=0, timeout_s=600)
     path = str(cell.model.resolve().path)
-    batch = _batches(path, settings, "cpu")[0]
+    batch = step_batches(path, settings, "cpu")[0]
 
     def fresh():
-        return wake_lora(_load_for_training(cell, path, settings), seed=0)
+        return wake_lora(load_for_training(cell, path, settings), seed=0)
 
     def twin_for(lm):
-        return gradcheck.reference_model(lm, lambda: _load_for_training(cell, path, settings, dtype=torch.float64))
+        return gradcheck.reference_model(lm, lambda: load_for_training(cell, path, settings, dtype=torch.float64))
 
     result = check_gradients(cell, path, settings, batch)
     assert result["missing"] == [] and result["checked"] == result["tensors"] == 16

@@ -70,20 +70,19 @@ def kv_cache_metrics(model: "ResolvedModel", info: dict, dtype: str) -> dict[str
         return {}
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model.path)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    from harness.estimate import config_dims, kv_bytes_per_token
+
+    dims = config_dims(AutoConfig.from_pretrained(model.path))
+    layers, kv_heads, head_dim = dims["layers"], dims["kv_heads"], dims["head_dim"]
     cache_dtype = str(info.get("kv_cache_dtype") or "auto").removeprefix("torch.")
     element = KV_DTYPE_BYTES.get(cache_dtype, KV_DTYPE_BYTES.get(dtype, 2))
-    per_token = 2 * text.num_hidden_layers * kv_heads * head_dim * element
+    per_token = kv_bytes_per_token(layers, kv_heads, head_dim, element)
     out = {
         "kv_cache_capacity_tokens": Metric(value=tokens, unit="count",
                                            description="engine-reported: KV blocks x block size"),
         "kv_cache_bytes_per_token_analytic": Metric(
             value=per_token, unit="bytes", source="analytic",
-            description=f"2 x {text.num_hidden_layers} layers x {kv_heads} kv_heads x {head_dim} head_dim x {element} bytes"),
+            description=f"2 x {layers} layers x {kv_heads} kv_heads x {head_dim} head_dim x {element} bytes"),
         "kv_cache_capacity_bytes": Metric(value=tokens * per_token, unit="bytes",
                                           description="engine-reported tokens x the bytes per token"),
     }

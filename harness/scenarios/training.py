@@ -235,7 +235,9 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     return result
 
 
-def _load_for_training(cell: "Cell", path: str, s: StepSettings, dtype: Any = None) -> Any:
+def load_for_training(cell: "Cell", path: str, s: StepSettings, dtype: Any = None) -> Any:
+    """The cell's model from ``path``, prepared by its mode and in training mode: in the cell's precision,
+    or (``dtype``, for the gradient check's reference) dense in that torch dtype without checkpointing."""
     mode = cell.mode
     assert mode is not None
     if dtype is None:
@@ -249,9 +251,10 @@ def _load_for_training(cell: "Cell", path: str, s: StepSettings, dtype: Any = No
     return lm
 
 
-def _batches(model_path: str, s: StepSettings, device: str, offset: int = 0) -> list[Any]:
+def step_batches(model_path: str, s: StepSettings, device: str, offset: int = 0) -> list[Any]:
     """The ``grad_accum`` micro-batches of one step (``batch_size x seq_len`` token ids each, distinct
-    slices of the corpus from token ``offset``); the same ones every step, so the loss can fall."""
+    slices of the corpus from token ``offset``; a rank passes its own offset); the same ones every step,
+    so the loss can fall. Raises ValueError with the token counts if the corpus is too short."""
     import torch
     from transformers import AutoTokenizer
 
@@ -290,8 +293,8 @@ def check_gradients(cell: "Cell", path: str, s: StepSettings, batch: Any) -> dic
 
     from harness import gradcheck
 
-    lm = wake_lora(_load_for_training(cell, path, s), cell.seed)
-    twin = gradcheck.reference_model(lm, lambda: _load_for_training(cell, path, s, dtype=torch.float64))
+    lm = wake_lora(load_for_training(cell, path, s), cell.seed)
+    twin = gradcheck.reference_model(lm, lambda: load_for_training(cell, path, s, dtype=torch.float64))
     try:
         return gradcheck.check(lm, twin, batch, cell.precision.dtype)
     finally:
@@ -309,7 +312,7 @@ def _run_single(cell: "Cell", path: str, s: StepSettings, est: "Estimate",
     from harness.measure import PeakRSS, Stopwatch
 
     device = cell.device
-    batches = _batches(path, s, device)
+    batches = step_batches(path, s, device)
     grad_info: dict[str, Any] = {"skipped": "grad_check: false"}
     if s.grad_check:  # on a model of its own, before the memory cap and the memory tracking
         grad_info = check_gradients(cell, path, s, batches[0][:1])
@@ -320,7 +323,7 @@ def _run_single(cell: "Cell", path: str, s: StepSettings, est: "Estimate",
         start = time.perf_counter()
         # A fresh load: bitsandbytes repacks 4-bit weights for CPU inference at the first no-grad forward,
         # after which LoRA silently loses gradients; this model never runs inference.
-        lm = _load_for_training(cell, path, s)
+        lm = load_for_training(cell, path, s)
         load_s = time.perf_counter() - start
         measured_params = param_bytes(lm.parameters())
         trainable = [p for p in lm.parameters() if p.requires_grad]
