@@ -32,6 +32,8 @@ class Cell(StrictModel):
     device: Literal["cpu", "cuda"]
     seed: int
     timeout_s: float
+    group: str | None = Field(default=None, description="cells with the same group run in one worker and share "
+                                                        "one engine start (serving)")
 
     @property
     def impl(self) -> str | None:
@@ -53,6 +55,6 @@ class Cell(StrictModel):
         return out
 
     def key(self) -> str:
-        """Hash of the resolved configuration (the id and timeout excluded: they do not change results)."""
-        data = self.model_dump(mode="json", exclude={"id", "timeout_s"})
+        """Hash of the resolved configuration (the id, timeout and group excluded: they do not change results)."""
+        data = self.model_dump(mode="json", exclude={"id", "timeout_s", "group"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

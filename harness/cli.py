@@ -71,6 +71,12 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip cells already recorded for the same code and config."),
         ) -> None:
     """Run suites cell by cell (each in its own process) and print a summary table."""
+    import signal
+
+    def _stop(signum: int, frame: object) -> None:  # SIGTERM as Ctrl-C: the runner kills the cell's process group
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _stop)
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from harness.host import Host

@@ -151,31 +151,11 @@ def _tee(src: IO[bytes] | None, log: IO[bytes]) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM torchrun (it stops its ranks), then SIGKILL torchrun and every process under it that
-    is still alive after ``GRACE_S``. The ranks are found before torchrun goes (they live in their own
-    sessions, out of reach of a process-group kill)."""
-    import psutil
+    """SIGTERM torchrun and its ranks (found before torchrun goes: they live in their own sessions, out
+    of reach of a process-group kill), then SIGKILL whatever is alive after ``GRACE_S``."""
+    from harness.proctree import stop_tree
 
-    try:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=GRACE_S)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
+    stop_tree(proc, GRACE_S)
 
 
 def _tail(path: Path) -> str:

@@ -79,14 +79,36 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
         for e in suite.serving.engines:
             for p in _pick(suite.serving.precisions, suite.precisions, label):
                 for w in workloads:
-                    suffix = f"-{w.name}" if len(workloads) > 1 else ""
-                    cells.append(Cell(id=f"{suite.name}-serve-{e.label}-{p.label}{suffix}", scenario="serve", precision=p,
-                                      engine=e, workload=w, settings=serve_settings, **common))
+                    for point, extra in e.points():
+                        suffix = (f"-{w.name}" if len(workloads) > 1 else "") + (f"-{point}" if point else "")
+                        cells.append(Cell(id=f"{suite.name}-serve-{e.label}-{p.label}{suffix}", scenario="serve",
+                                          precision=p, engine=e, workload=w, settings=serve_settings | extra, **common))
+        _group_engine_starts(cells)
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise HarnessError(f"suite {suite.name!r} yields duplicate cell ids {dupes}: give the clashing items a `name:`")
     return cells
+
+
+def _group_engine_starts(cells: list[Cell]) -> None:
+    """Give serving cells whose engine starts are identical (engine start config, precision, model,
+    device) one ``group`` key, so they share one engine start; a start used once gets no group."""
+    import hashlib
+    import json
+
+    keys: dict[str, list[Cell]] = {}
+    for cell in cells:
+        config = cell.engine.start_config() if cell.engine is not None else None
+        if config is None:
+            continue
+        blob = json.dumps([config, cell.precision.model_dump(mode="json"), cell.model.model_dump(mode="json"),
+                           cell.device], sort_keys=True)
+        keys.setdefault(hashlib.sha256(blob.encode()).hexdigest()[:12], []).append(cell)
+    for key, members in keys.items():
+        if len(members) > 1:
+            for cell in members:
+                cell.group = f"{members[0].engine.kind}-{key}"  # type: ignore[union-attr]
 
 
 def plan(suite: Suite, host: Host, *, source: str | None = None, model_override: str | None = None) -> Plan:

@@ -61,6 +61,7 @@ class Runner:
         self.environment = environment or capture()
         self.code_key = code_key()
         self.grace_s = grace_s
+        self._rates: dict = {}
 
     def _record(self, cell: Cell, command: str, started: datetime, duration: float, **fields) -> Record:
         return Record(record_id=uuid.uuid4().hex, suite=cell.suite, cell_id=cell.id, cell_key=cell.key(),
@@ -74,42 +75,50 @@ class Runner:
 
     def run(self, cell: Cell, command: str) -> Record:
         """Run ``cell`` in a fresh process and return its record (never raises for the cell's failures)."""
+        return self.run_group([cell], [command])[0]
+
+    def run_group(self, cells: list[Cell], commands: list[str]) -> list[Record]:
+        """Run ``cells`` one after another in one fresh process (a group sharing an engine start) and
+        return one record per cell, in order. The time limit is the sum of the cells' limits. A
+        cell's result is kept as soon as it is written, so a crash or timeout later in the group
+        loses nothing measured: the cell running then gets the failure, those after it an error
+        saying they never ran."""
+        import json
+
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{cell.id}.log"
+        log_path = self.log_dir / f"{cells[0].id}.log"
         started = datetime.now(timezone.utc)
         t0 = time.monotonic()
+        limit = sum(c.timeout_s for c in cells)
         with tempfile.TemporaryDirectory(prefix="harness-cell-") as tmp:
-            cell_path, result_path = Path(tmp) / "cell.json", Path(tmp) / "result.json"
-            cell_path.write_text(cell.model_dump_json())
+            cells_path, out_dir = Path(tmp) / "cells.json", Path(tmp) / "results"
+            out_dir.mkdir()
+            cells_path.write_text(json.dumps([c.model_dump(mode="json") for c in cells]))
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            serving = {c.precision.dtype for c in cells if c.scenario == "serve" and c.device == "cpu"}
+            if serving:
+                from harness.decodebound import RATES_ENV
+
+                env[RATES_ENV] = json.dumps(self.host_rates(serving))
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen([sys.executable, "-m", self.worker, str(cell_path), str(result_path)],
+                proc = subprocess.Popen([sys.executable, "-m", self.worker, str(cells_path), str(out_dir)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, env=env)
                 status, reason = None, None
                 try:
-                    rc = proc.wait(timeout=cell.timeout_s)
+                    rc = proc.wait(timeout=limit)
                 except subprocess.TimeoutExpired:
                     _kill_group(proc.pid, self.grace_s)
                     proc.wait()
                     rc, status = None, "timeout"
-                    reason = f"no result after {cell.timeout_s:g} s; process group killed"
+                    reason = f"no result after {limit:g} s; process group killed"
                 except BaseException:  # Ctrl-C or the test runner stopping: leave nothing behind
                     _kill_group(proc.pid, self.grace_s)
                     proc.wait()
                     raise
                 finally:
-                    _kill_group(proc.pid, self.grace_s)  # engine workers the cell left running
+                    _kill_group(proc.pid, self.grace_s)  # engine workers and servers the cells left running
             duration = time.monotonic() - t0
-            if status is None and result_path.is_file():
-                import json
-
-                data = json.loads(result_path.read_text())
-                status, reason = data.pop("status"), data.pop("reason", None)
-                result = CellResult.model_validate(data)  # a failure may carry what it measured before failing
-                tail = None if status == "ok" else _tail(log_path)
-                return self._record(cell, command, started, duration, status=status, reason=reason, log_tail=tail,
-                                    metrics=result.metrics, info=result.info | {"log": str(log_path)})
             if status is None:
                 if rc is not None and rc == -signal.SIGKILL:
                     status, reason = "oom", "killed by SIGKILL without a result (most likely the out-of-memory killer)"
@@ -117,8 +126,41 @@ class Runner:
                     status, reason = "error", f"crashed: killed by signal {signal.Signals(-rc).name}"
                 else:
                     status, reason = "error", f"exited with code {rc} without a result"
-            return self._record(cell, command, started, duration, status=status, reason=reason,
-                                log_tail=_tail(log_path), info={"log": str(log_path)})
+            records: list[Record] = []
+            failed_at: str | None = None
+            group_info = {"group": [c.id for c in cells]} if len(cells) > 1 else {}
+            for i, (cell, command) in enumerate(zip(cells, commands)):
+                result_path = out_dir / f"{i}.json"
+                if result_path.is_file():
+                    data = json.loads(result_path.read_text())
+                    cell_status, cell_reason = data.pop("status"), data.pop("reason", None)
+                    cell_s = data.pop("duration_s", duration)
+                    result = CellResult.model_validate(data)  # a failure may carry what it measured before failing
+                    tail = None if cell_status == "ok" else _tail(log_path)
+                    records.append(self._record(cell, command, started, cell_s, status=cell_status, reason=cell_reason,
+                                                log_tail=tail, metrics=result.metrics,
+                                                info=result.info | group_info | {"log": str(log_path)}))
+                elif failed_at is None:
+                    failed_at = cell.id
+                    records.append(self._record(cell, command, started, duration, status=status, reason=reason,
+                                                log_tail=_tail(log_path), info=group_info | {"log": str(log_path)}))
+                else:
+                    records.append(self._record(cell, command, started, 0.0, status="error",
+                                                reason=f"not run: its group's process ended during {failed_at} ({status})",
+                                                info=group_info | {"log": str(log_path)}))
+            return records
+
+    def host_rates(self, dtypes: set[str]) -> dict:
+        """This CPU's read bandwidth and matmul FLOP/s per dtype (for serving cells' decode bound),
+        each measured once per runner."""
+        from harness.decodebound import measure_flops, measure_memory_bandwidth
+
+        if "bandwidth" not in self._rates:
+            self._rates["bandwidth"] = measure_memory_bandwidth()
+        flops = self._rates.setdefault("flops", {})
+        for dtype in sorted(dtypes - set(flops)):
+            flops[dtype] = measure_flops("cpu", dtype)
+        return self._rates
 
 
 def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, only: set[str] | None = None,
@@ -131,9 +173,10 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
     """
     done = store.finished(plan.suite, runner.code_key) if resume else {}
     records = []
+    ran: set[str] = set()
     for planned in plan.cells:
         cell = planned.cell
-        if only is not None and cell.id not in only:
+        if (only is not None and cell.id not in only) or cell.id in ran:
             continue
         previous = done.get(cell.key())
         if previous is not None and (planned.skip is None) == (previous.status != "skipped"):
@@ -141,12 +184,22 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
             if on_record:
                 on_record(previous, True)
             continue
-        if on_start:
-            on_start(planned)
-        command = plan.command(cell)
-        record = runner.skipped(planned, command) if planned.skip else runner.run(cell, command)
-        store.append(record)
-        records.append(record)
-        if on_record:
-            on_record(record, False)
+        if planned.skip:
+            group = [planned]
+        else:  # this cell and the rest of its group still to run, in one process
+            group = [p for p in plan.runnable if p.cell.id == cell.id or (
+                cell.group is not None and p.cell.group == cell.group and p.cell.id not in ran
+                and (only is None or p.cell.id in only) and done.get(p.cell.key()) is None)]
+        for member in group:
+            if on_start:
+                on_start(member)
+        cells = [p.cell for p in group]
+        commands = [plan.command(c) for c in cells]
+        results = [runner.skipped(planned, commands[0])] if planned.skip else runner.run_group(cells, commands)
+        for record in results:
+            ran.add(record.cell_id)
+            store.append(record)
+            records.append(record)
+            if on_record:
+                on_record(record, False)
     return records

@@ -23,10 +23,13 @@ TABLES: list[tuple[str, str, list[str]]] = [
     ("train", "Training", [
         "loss", "step_time_ms", "train_tok_s", "mfu_ratio", "trainable_params", "backward_peak_alloc_bytes",
         "step_peak_alloc_bytes", "peak_rss_bytes"]),
-    ("serve", "Serving", [
-        "output_tok_s", "request_throughput_req_s", "goodput_req_s", "ttft_ms", "ttft_p99_ms", "tpot_ms", "e2el_ms",
-        "e2el_p90_ms", "failed_requests", "peak_concurrency_requests", "kv_cache_capacity_tokens", "startup_s",
-        "peak_rss_bytes"]),
+    ("serve", "Serving: throughput and latency", [
+        "output_tok_s", "request_throughput_req_s", "goodput_req_s", "ttft_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_ms",
+        "tpot_p99_ms", "itl_p99_ms", "e2el_ms", "e2el_p99_ms", "failed_requests", "peak_concurrency_requests"]),
+    ("serve", "Serving: engine, KV cache and decode bound", [
+        "startup_s", "peak_rss_bytes", "kv_cache_capacity_tokens", "kv_cache_capacity_tokens_analytic",
+        "mean_decode_batch_requests", "decode_tok_s", "decode_bound_tok_s_analytic", "decode_efficiency_ratio",
+        "optimal_batch_requests_analytic"]),
 ]
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}
 

@@ -1,7 +1,9 @@
-"""Runs one cell inside its own process: ``python -m harness.worker CELL.json RESULT.json``.
+"""Runs cells inside their own process: ``python -m harness.worker CELLS.json OUT_DIR``.
 
-Writes ``{"status": "ok", "metrics": ..., "info": ...}`` or ``{"status": "error"|"oom", "reason": ...}``
-to RESULT.json (atomically). Tracebacks go to stderr, which the runner keeps as the cell's log.
+CELLS.json is a list of cells (one, or a group sharing an engine start), run in order. After each
+cell ``i`` it writes ``OUT_DIR/i.json`` (atomically): ``{"status": "ok", "metrics": ..., "info": ...}``
+or ``{"status": "error"|"oom", "reason": ...}``, with the cell's ``duration_s``. Engines still
+running after the last cell are stopped before the process leaves. Tracebacks go to stderr, which the runner keeps as the cell's log.
 The ``__main__`` guard matters: vLLM spawns processes that re-import the main module.
 """
 
@@ -13,7 +15,10 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.cell import Cell
 
 
 OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
@@ -39,13 +44,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def execute(cell_path: Path) -> dict[str, Any]:
+def execute(cell: "Cell") -> dict[str, Any]:
     """Resolve the cell's model, run its scenario, and return the result as a JSON-able mapping."""
-    from harness.cell import Cell
     from harness.records import CellFailure, Metric
     from harness.scenarios import runner_for
 
-    cell = Cell.model_validate_json(cell_path.read_text())
     try:
         model = cell.model.resolve()
         result = runner_for(cell.scenario)(cell, model)
@@ -63,12 +66,25 @@ def execute(cell_path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    import time
+
+    from harness.cell import Cell
+
     faulthandler.enable()
     if len(argv) != 2:
-        print("usage: python -m harness.worker CELL.json RESULT.json", file=sys.stderr)
+        print("usage: python -m harness.worker CELLS.json OUT_DIR", file=sys.stderr)
         return 2
-    result = execute(Path(argv[0]))
-    write_json(Path(argv[1]), result)
+    cells = [Cell.model_validate(c) for c in json.loads(Path(argv[0]).read_text())]
+    try:
+        for i, cell in enumerate(cells):
+            print(f"=== cell {cell.id} ({i + 1}/{len(cells)})", flush=True)
+            t0 = time.monotonic()
+            result = execute(cell)
+            write_json(Path(argv[1]) / f"{i}.json", result | {"duration_s": time.monotonic() - t0})
+    finally:
+        from harness.engines import stop_all
+
+        stop_all()
     sys.stdout.flush()
     sys.stderr.flush()
     # Leave at once: framework atexit hooks (vLLM engine teardown) must not turn a result into a hang.

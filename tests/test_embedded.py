@@ -114,3 +114,45 @@ def test_training_suites_on_the_embedded_model(tmp_path):
     assert get("training-train-lora-fp32-nogc", "trainable_params") == 8 * (1152 + 768 + 768 + 1152) * 30
     assert get("training-train-qlora-nf4-nogc", "params_bytes") < 0.35 * get("training-train-lora-fp32-nogc", "params_bytes")
     assert get("training-knobs-train-lora-fp32-adamw8bit", "optimizer_bytes") < 0.4 * get("training-train-lora-fp32-nogc", "optimizer_bytes")
+
+
+@pytest.mark.timeout(2400)
+def test_serving_suite_on_the_embedded_model(tmp_path):
+    """suites/serving.yaml end to end, as a user runs it: HF static and continuous, vLLM static and continuous (one
+    engine start) and the vLLM server at two load levels (one server start) on the same requests."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "serving.yaml"),
+                          "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=2300)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    print(res.stdout)  # the serving tables, in the CI log
+    assert "Serving: throughput and latency" in res.stdout
+    records = {r.cell_id.removeprefix("serving-serve-"): r for r in Store(tmp_path / "results").records("serving")}
+    assert sorted(records) == ["hf-continuous-bf16", "hf-static-bf16", "vllm-continuous-bf16", "vllm-server-bf16-c2", "vllm-server-bf16-c8",
+                               "vllm-static-bf16"]
+    lengths = records["hf-static-bf16"].info["output_lengths"]
+    for name, r in records.items():
+        assert r.status == "ok", (name, r.reason)
+        # every engine generated exactly the workload's tokens, and every request completed
+        assert r.metric("output_tokens") == sum(lengths) and not r.info["length_mismatches"], name
+        assert r.metric("completed_requests") == 16 and r.metric("failed_requests") == 0, name
+        assert 0 < r.metric("decode_efficiency_ratio") <= 1.05, name
+        assert r.info["decode_regime"] in ("memory-bound", "compute-bound")
+    # one engine start each for vLLM offline and the server, shared by their cells
+    starts = {n: r.info["engine"]["engine_start"] for n, r in records.items()}
+    assert starts["vllm-continuous-bf16"]["started_by"] == "serving-serve-vllm-static-bf16"
+    assert starts["vllm-server-bf16-c8"]["started_by"] == "serving-serve-vllm-server-bf16-c2"
+    assert records["vllm-continuous-bf16"].metric("startup_s") == records["vllm-static-bf16"].metric("startup_s")
+    # the load levels: at most 2 and 8 requests in flight
+    assert records["vllm-server-bf16-c2"].metric("peak_concurrency_requests") == 2
+    assert records["vllm-server-bf16-c8"].metric("peak_concurrency_requests") == 8
+    # static batching keeps finished requests' slots idle until the batch's longest is done; continuous
+    # batching refills them: more requests decode at once on average (the throughput gap is in the table)
+    cont, static = records["vllm-continuous-bf16"], records["vllm-static-bf16"]
+    assert cont.metric("mean_decode_batch_requests") > static.metric("mean_decode_batch_requests")
+    # vLLM's KV capacity beside the formula: the configured 1 GiB over 2 x 30 x 3 x 64 x 2 bytes per token
+    assert cont.metric("kv_cache_bytes_per_token_analytic") == 2 * 30 * 3 * 64 * 2
+    # (the engine holds whole blocks: the formula's tokens rounded down to the block size)
+    block = cont.info["engine"]["kv_block_size"]
+    assert cont.metric("kv_cache_capacity_tokens") == cont.metric("kv_cache_capacity_tokens_analytic") // block * block

@@ -36,6 +36,11 @@ serving:
     - kind: hf-static
       batch_size: 2
     - kind: vllm-continuous
+    - kind: hf-continuous          # these two share one model load (a group)
+      max_requests_per_batch: 2
+    - kind: hf-continuous
+      name: hfcb4
+      max_requests_per_batch: 4
 exclude:
   - engine: vllm-continuous
     reason: keeps this test fast
@@ -60,14 +65,23 @@ def test_suite_cells_run_as_benchmarks(tmp_path):
     assert "harness summary" in res.stdout and "prefill_tok_s_bs1" in res.stdout
     data = json.loads(out_json.read_text())
     bench = {b["extra_info"]["cell_id"]: b for b in data["benchmarks"]}
-    assert set(bench) == {"plug-infer-fp32", "plug-serve-hf-static-bf16"}
+    assert set(bench) == {"plug-infer-fp32", "plug-serve-hf-static-bf16", "plug-serve-hf-continuous-bf16",
+                          "plug-serve-hfcb4-bf16"}
+    # a group runs when its first item does; both items carry their own records and the group's key
+    cb2, cb4 = bench["plug-serve-hf-continuous-bf16"]["extra_info"], bench["plug-serve-hfcb4-bf16"]["extra_info"]
+    assert cb2["group"] is not None and cb2["group"] == cb4["group"] and cb2["record_id"] != cb4["record_id"]
+    assert cb2["metrics"]["startup_s"] == cb4["metrics"]["startup_s"] and cb4["metrics"]["output_tokens"] == 16
     infer = bench["plug-infer-fp32"]
     assert infer["stats"]["rounds"] == 1
     assert infer["extra_info"]["metrics"]["perplexity"] > 1
     assert infer["extra_info"]["units"]["decode_tok_s_bs1"] == "tok/s"
     assert bench["plug-serve-hf-static-bf16"]["extra_info"]["metrics"]["output_tok_s"] > 0
     lines = (tmp_path / "results" / "plug.jsonl").read_text().splitlines()
-    assert sorted(json.loads(x)["status"] for x in lines) == ["ok", "ok", "skipped"]
+    stored = [json.loads(x) for x in lines]
+    assert sorted(r["status"] for r in stored) == ["ok", "ok", "ok", "ok", "skipped"]
+    starts = {r["cell_id"]: r["info"]["engine"]["engine_start"] for r in stored if "engine" in r["info"]}
+    assert starts["plug-serve-hfcb4-bf16"] == {"shared": True, "started_by": "plug-serve-hf-continuous-bf16",
+                                                "cells_served": 2}
 
 
 def test_invalid_suite_is_refused_before_anything_runs(tmp_path):

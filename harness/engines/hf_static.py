@@ -45,16 +45,24 @@ class HFStatic(Engine):
     kind: Literal["hf-static"] = "hf-static"
     batch_size: int = Field(default=8, ge=1, description="Requests per batch.")
 
-    def serve(self, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
-        import torch
+    def start(self, cell: "Cell", model: "ResolvedModel") -> Any:
         from transformers import AutoTokenizer
 
-        start = time.perf_counter()
         lm = cell.precision.load(str(model.path), cell.device)
         lm.eval()
-        tok = AutoTokenizer.from_pretrained(model.path)
+        return lm, AutoTokenizer.from_pretrained(model.path)
+
+    def stop(self, handle: Any) -> None:
+        import gc
+
+        del handle
+        gc.collect()
+
+    def run(self, handle: Any, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+        import torch
+
+        lm, tok = handle
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        startup_s = time.perf_counter() - start
         traces: list[RequestTrace] = []
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -80,5 +88,5 @@ class HFStatic(Engine):
                                                first_token_s=times[0] if times else None, finished_s=done - t0,
                                                token_times_s=times))
         duration = time.perf_counter() - t0
-        return ServeRun(traces=traces, duration_s=duration, startup_s=startup_s,
+        return ServeRun(traces=traces, duration_s=duration,
                         info={"batch_size": self.batch_size, "batches": -(-len(requests) // self.batch_size)})

