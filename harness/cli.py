@@ -58,7 +58,8 @@ def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), mode
             table.add_column(col)
         for pc in p.cells:
             c = pc.cell
-            status = f"[yellow]skip[/yellow]: {pc.skip}" if pc.skip else "[green]run[/green]"
+            status = f"[yellow]skip[/yellow]: {pc.skip}" if pc.skip else "[green]run[/green]" + (
+                f" (one engine start: {c.group})" if c.group else "")
             table.add_row(c.id, c.scenario, c.precision.label, c.impl or "-", c.workload.name if c.workload else "-", status)
         out.print(table)
     raise typer.Exit(2 if failed else 0)
@@ -122,6 +123,48 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
     print_summary(all_records, out)
     out.print(f"records: {', '.join(str(store.path_for(p.suite)) for p in plans)}", highlight=False)
     raise typer.Exit(1 if any(r.status in ("error", "oom", "timeout") for r in all_records) else 0)
+
+
+@app.command()
+def compare(base: Path = typer.Argument(..., help="Base results: a store folder or a .jsonl file."),
+            new: Path = typer.Argument(..., help="New results: a store folder or a .jsonl file."),
+            suite: Optional[list[Path]] = typer.Option(None, "--suite", help="Suite YAML whose `compare:` thresholds apply (repeatable)."),
+            show_all: bool = typer.Option(False, "--all", help="Also list unchanged metrics."),
+            ) -> None:
+    """Compare two result sets cell by cell; exit 1 on any regression, 0 otherwise (2: bad input)."""
+    from rich.table import Table
+
+    from harness.compare import compare as run_compare
+    from harness.compare import load_results
+    from harness.errors import HarnessError
+
+    suites, failed = _load(suite or [], None)
+    if failed:
+        raise typer.Exit(2)
+    try:
+        result = run_compare(load_results(base), load_results(new), {s.name: s.compare for _, s in suites})
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    style = {"regression": "red", "improvement": "green", "noise": "yellow", "unchanged": "dim"}
+    table = Table(title=f"{base} -> {new}")
+    for col in ("cell", "metric", "base", "new", "change", "threshold", "verdict"):
+        table.add_column(col, overflow="fold")
+    for c in result.changes:
+        if c.verdict == "unchanged" and not show_all:
+            continue
+        change = f"{c.relative:+.1%}" if c.relative is not None and c.threshold.relative is not None else f"{c.delta:+.4g}"
+        limit = f"{c.threshold.relative:.0%} rel" if c.threshold.relative is not None else f"{c.threshold.absolute:g} abs"
+        table.add_row(f"{c.suite}/{c.cell_id}", c.metric, f"{c.base:.4g}", f"{c.new:.4g}", change,
+                      f"{limit}, {c.direction} is better", f"[{style[c.verdict]}]{c.verdict}[/{style[c.verdict]}]")
+    out.print(table)
+    for label, cells in (("only in the base (missing from the new results)", result.only_base),
+                         ("only in the new results", result.only_new)):
+        if cells:
+            out.print(f"{len(cells)} cell(s) {label}: {', '.join(cells)}", highlight=False)
+    counts = {v: sum(c.verdict == v for c in result.changes) for v in style}
+    out.print(", ".join(f"{n} {v}" for v, n in counts.items()), highlight=False)
+    raise typer.Exit(1 if result.regressions else 0)
 
 
 @app.command()

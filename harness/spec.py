@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from harness.compare import Threshold
 from harness.axes import ModelRef, PrecisionConfig
 from harness.errors import HarnessError
 from harness.scenarios.inference import InferenceSettings
@@ -57,6 +58,9 @@ class Suite(StrictModel):
     training: TrainingSettings | None = Field(default=None, description="Training cells: modes x precisions.")
     serving: ServingSettings | None = Field(default=None, description="Serving cells: engines x precisions x workloads.")
     exclude: list[Exclusion] = Field(default_factory=list, description="Cells to skip, with reasons.")
+    compare: dict[str, Threshold] = Field(default_factory=dict, description=(
+        "Regression thresholds of `harness compare` by metric name or fnmatch pattern, e.g. "
+        "{output_tok_s: {relative: 0.1}, text2sql_ex_ratio: {absolute: 0.02}}."))
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Suite":

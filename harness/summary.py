@@ -28,7 +28,7 @@ TABLES: list[tuple[str, str, list[str]]] = [
         "tpot_p99_ms", "itl_p99_ms", "e2el_ms", "e2el_p99_ms", "failed_requests", "peak_concurrency_requests"]),
     ("serve", "Serving: engine, KV cache and decode bound", [
         "startup_s", "peak_rss_bytes", "kv_cache_capacity_tokens", "kv_cache_capacity_tokens_analytic",
-        "mean_decode_batch_requests", "decode_tok_s", "decode_bound_tok_s_analytic", "decode_efficiency_ratio",
+        "prefix_cache_hit_ratio", "spec_acceptance_ratio", "mean_decode_batch_requests", "decode_tok_s", "decode_bound_tok_s_analytic", "decode_efficiency_ratio",
         "optimal_batch_requests_analytic"]),
 ]
 STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}

@@ -144,6 +144,9 @@ def test_serving_suite_on_the_embedded_model(tmp_path):
     assert starts["vllm-continuous-bf16"]["started_by"] == "serving-serve-vllm-static-bf16"
     assert starts["vllm-server-bf16-c8"]["started_by"] == "serving-serve-vllm-server-bf16-c2"
     assert records["vllm-continuous-bf16"].metric("startup_s") == records["vllm-static-bf16"].metric("startup_s")
+    # vLLM's counters over each run (prefix caching is on by default: every prompt is looked up)
+    for name in ("vllm-static-bf16", "vllm-continuous-bf16", "vllm-server-bf16-c2", "vllm-server-bf16-c8"):
+        assert 0 <= records[name].metric("prefix_cache_hit_ratio") <= 1, name
     # the load levels: at most 2 and 8 requests in flight
     assert records["vllm-server-bf16-c2"].metric("peak_concurrency_requests") == 2
     assert records["vllm-server-bf16-c8"].metric("peak_concurrency_requests") == 8

@@ -269,8 +269,33 @@ def test_vllm_engine_options_run_on_cpu(tmp_path):
     block = on.info["engine"]["kv_block_size"]
     assert on.metric("prefix_cached_tokens") >= 256 and on.metric("prefix_cached_tokens") % block == 0
     assert off.metric("prefix_cached_tokens") == 0
+    # the engine's own counters over the run: prefix-cache hits, and n-gram drafts with their acceptance
+    assert 0 < on.metric("prefix_cache_hit_ratio") <= 1 and "prefix_cache_hit_ratio" not in off.metrics
+    assert off.metric("spec_draft_tokens") > 0 and 0 <= off.metric("spec_acceptance_ratio") <= 1
     # fp8 KV: one byte per element (tiny: 2 layers x 2 kv heads x head_dim 64), and the engine's capacity
     # in the configured 1 GiB is what that formula gives: twice what a 16-bit cache would hold
     assert on.info["engine"]["kv_cache_dtype"] == "fp8"
     assert on.metric("kv_cache_bytes_per_token_analytic") == 2 * 2 * 2 * 64 * 1
     assert on.metric("kv_cache_capacity_tokens") == on.metric("kv_cache_capacity_tokens_analytic") == 2**30 // 512
+
+
+def test_engine_counters_are_read_from_prometheus_text_and_differenced():
+    from harness.engines.vllm_offline import counter_delta, counters_from_text
+    from harness.scenarios.serving import counter_metrics
+
+    page = """# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="harness"} 1024.0
+vllm:prefix_cache_queries_created{engine="0",model_name="harness"} 1.7e+09
+vllm:prefix_cache_hits_total{engine="0",model_name="harness"} 256.0
+vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="harness"} 90.0
+vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="harness"} 30.0
+vllm:num_requests_running{engine="0",model_name="harness"} 0.0
+"""
+    before = {"prefix_cache_queries": 512.0, "prefix_cache_hits": 0.0, "spec_draft_tokens": 0.0, "spec_accepted_tokens": 0.0}
+    delta = counter_delta(before, counters_from_text(page))
+    assert delta == {"prefix_cache_queries": 512.0, "prefix_cache_hits": 256.0, "spec_draft_tokens": 90.0,
+                     "spec_accepted_tokens": 30.0}
+    m = counter_metrics(delta)
+    assert m["prefix_cache_hit_ratio"].value == 0.5 and m["spec_acceptance_ratio"].value == pytest.approx(1 / 3)
+    assert counter_metrics({"prefix_cache_queries": 0.0}) == {}  # no lookups: no ratio, not a zero

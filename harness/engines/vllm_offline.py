@@ -32,6 +32,42 @@ if TYPE_CHECKING:
     from harness.planner import Cell
 
 
+# vLLM's Prometheus counters a run reads (before and after): prefix-cache lookups and speculation.
+COUNTERS = {"prefix_cache_queries": "vllm:prefix_cache_queries", "prefix_cache_hits": "vllm:prefix_cache_hits",
+            "spec_draft_tokens": "vllm:spec_decode_num_draft_tokens",
+            "spec_accepted_tokens": "vllm:spec_decode_num_accepted_tokens"}
+
+
+def counters_from_snapshot(metrics: list[Any]) -> dict[str, float]:
+    """:data:`COUNTERS` summed over labels, from ``LLM.get_metrics()``."""
+    names = {v: k for k, v in COUNTERS.items()}
+    out: dict[str, float] = {}
+    for m in metrics:
+        key = names.get(getattr(m, "name", "").removesuffix("_total"))
+        if key is not None and isinstance(getattr(m, "value", None), (int, float)):
+            out[key] = out.get(key, 0.0) + float(m.value)
+    return out
+
+
+def counters_from_text(text: str) -> dict[str, float]:
+    """:data:`COUNTERS` summed over labels, from a server's Prometheus ``/metrics`` text."""
+    names = {v: k for k, v in COUNTERS.items()}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, rest = line.partition("{") if "{" in line.split(" ")[0] else line.partition(" ")
+        key = names.get(name.removesuffix("_total"))
+        if key is not None:
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What a run added to each counter it saw."""
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
 class NgramSpeculation(StrictModel):
     """Speculative decoding by n-gram prompt lookup (no draft model)."""
 
@@ -146,6 +182,7 @@ class _VLLMOffline(VLLMOptions):
         if self.enable_prefix_caching:
             llm.reset_prefix_cache()  # a shared engine must not serve this cell from an earlier cell's prompts
         engine = llm.llm_engine
+        before = counters_from_snapshot(llm.get_metrics())
         traces: list[RequestTrace | None] = [None] * len(requests)
         cached = 0
         t0 = time.perf_counter()
@@ -178,7 +215,8 @@ class _VLLMOffline(VLLMOptions):
         info = self.base_info(cell) | {
             "kv_cache_blocks": getattr(cache, "num_gpu_blocks", None), "kv_block_size": getattr(cache, "block_size", None),
             "kv_cache_dtype": str(getattr(cache, "cache_dtype", None)),
-            "prefix_caching": getattr(cache, "enable_prefix_caching", None), "prefix_cached_tokens": cached}
+            "prefix_caching": getattr(cache, "enable_prefix_caching", None), "prefix_cached_tokens": cached,
+            "engine_counters": counter_delta(before, counters_from_snapshot(llm.get_metrics()))}
         if info["kv_cache_blocks"] and info["kv_block_size"]:
             info["kv_cache_tokens"] = info["kv_cache_blocks"] * info["kv_block_size"]
         return ServeRun(traces=[t for t in traces if t is not None], duration_s=duration, info=info)

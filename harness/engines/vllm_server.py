@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from harness.engines import ENGINES, Request, ServeRun
-from harness.engines.vllm_offline import VLLMOptions
+from harness.engines.vllm_offline import VLLMOptions, counter_delta, counters_from_text
 from harness.loadgen import LoadProfile
 from harness.proctree import stop_tree
 
@@ -98,13 +98,18 @@ def wait_healthy(proc: subprocess.Popen, base_url: str, timeout_s: float) -> Non
     raise TimeoutError(f"vLLM server not healthy after {timeout_s:g} s at {base_url}")
 
 
-def cache_config(base_url: str) -> dict[str, str]:
-    """Labels of the server's ``vllm:cache_config_info`` metric (num_gpu_blocks, block_size, cache_dtype, ...)."""
-    import re
+def metrics_text(base_url: str) -> str:
+    """The server's Prometheus ``/metrics`` page."""
     import urllib.request
 
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+        return resp.read().decode()
+
+
+def cache_config(text: str) -> dict[str, str]:
+    """Labels of ``vllm:cache_config_info`` in a ``/metrics`` page (num_gpu_blocks, block_size, cache_dtype, ...)."""
+    import re
+
     match = re.search(r"^vllm:cache_config_info\{([^}]*)\}", text, re.MULTILINE)
     return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))) if match else {}
 
@@ -173,9 +178,12 @@ class VLLMServer(VLLMOptions):
         if self.enable_prefix_caching:
             urllib.request.urlopen(urllib.request.Request(handle.base_url + "/reset_prefix_cache", method="POST"),
                                    timeout=30).close()
+        before = counters_from_text(metrics_text(handle.base_url))
         traces, duration = drive(handle.base_url, SERVED_NAME, requests, load)
-        info = self.base_info(cell) | {"load": load.model_dump(exclude_defaults=True), "port": handle.port}
-        cache = cache_config(handle.base_url)
+        text = metrics_text(handle.base_url)
+        info = self.base_info(cell) | {"load": load.model_dump(exclude_defaults=True), "port": handle.port,
+                                       "engine_counters": counter_delta(before, counters_from_text(text))}
+        cache = cache_config(text)
         if cache.get("num_gpu_blocks") and cache.get("block_size"):
             info |= {"kv_cache_blocks": int(cache["num_gpu_blocks"]), "kv_block_size": int(cache["block_size"]),
                      "kv_cache_dtype": cache.get("cache_dtype"),

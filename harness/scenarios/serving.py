@@ -56,6 +56,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     if result.info.get("prefix_cached_tokens") is not None:
         metrics["prefix_cached_tokens"] = Metric(value=result.info["prefix_cached_tokens"], unit="count", stat="sum",
                                                  description="prompt tokens served from the prefix cache")
+    metrics |= counter_metrics(result.info.get("engine_counters") or {})
     decode, decode_info = decode_efficiency(cell, model, result)
     metrics |= decode
     start = result.info.get("engine_start", {})
@@ -68,6 +69,20 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     info = {"engine": result.info, "requests": len(requests), **decode_info,
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
     return CellResult(metrics=metrics, info=info)
+
+
+def counter_metrics(counters: dict[str, float]) -> dict[str, Metric]:
+    """Prefix-cache hit ratio and speculative acceptance from the engine's counters over the run."""
+    out = {}
+    if counters.get("prefix_cache_queries"):
+        out["prefix_cache_hit_ratio"] = Metric(value=counters.get("prefix_cache_hits", 0.0) / counters["prefix_cache_queries"],
+                                               unit="ratio", description="prompt tokens found in the prefix cache / looked up")
+    if counters.get("spec_draft_tokens"):
+        out["spec_draft_tokens"] = Metric(value=counters["spec_draft_tokens"], unit="count", stat="sum",
+                                          description="tokens proposed by speculative decoding")
+        out["spec_acceptance_ratio"] = Metric(value=counters.get("spec_accepted_tokens", 0.0) / counters["spec_draft_tokens"],
+                                              unit="ratio", description="accepted / proposed speculative tokens")
+    return out
 
 
 def decode_efficiency(cell: "Cell", model: "ResolvedModel", result: "ServeRun") -> tuple[dict[str, Metric], dict]:
