@@ -191,27 +191,18 @@ def run_rank(cell: Cell, rank: int, world: int, device: str) -> dict[str, Any]:
     return out
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this rank if torchrun dies (torchrun starts ranks in their own sessions, so
-    killing the cell's process group would otherwise leave them running)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent already died before the request
-            os._exit(1)
-
-
 def main(argv: list[str]) -> int:
     """Run one rank and end the process: status 0 (result written), 1 (error written), 2 (usage)."""
+    import signal
+
+    from harness.proctree import die_with_parent
     from harness.worker import write_json
 
     if len(argv) != 2:
         print("usage: python -m harness.rank CELL.json OUT_DIR (under torchrun)", file=sys.stderr)
         return 2
-    _die_with_parent()
+    # torchrun starts ranks in their own sessions, out of reach of the cell's process-group kill
+    die_with_parent(signal.SIGKILL)
     rank = int(os.environ.get("RANK", "-1"))
     out_dir = Path(argv[1])
     try:

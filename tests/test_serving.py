@@ -280,7 +280,7 @@ def test_vllm_engine_options_run_on_cpu(tmp_path):
 
 
 def test_engine_counters_are_read_from_prometheus_text_and_differenced():
-    from harness.engines.vllm_offline import counter_delta, counters_from_text
+    from harness.engines.vllm_metrics import cache_config, counter_delta, counters_from_text
     from harness.scenarios.serving import counter_metrics
 
     page = """# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
@@ -291,6 +291,7 @@ vllm:prefix_cache_hits_total{engine="0",model_name="harness"} 256.0
 vllm:spec_decode_num_draft_tokens_total{engine="0",model_name="harness"} 90.0
 vllm:spec_decode_num_accepted_tokens_total{engine="0",model_name="harness"} 30.0
 vllm:num_requests_running{engine="0",model_name="harness"} 0.0
+vllm:cache_config_info{block_size="128",cache_dtype="auto",num_gpu_blocks="364"} 1.0
 """
     before = {"prefix_cache_queries": 512.0, "prefix_cache_hits": 0.0, "spec_draft_tokens": 0.0, "spec_accepted_tokens": 0.0}
     delta = counter_delta(before, counters_from_text(page))
@@ -298,4 +299,5 @@ vllm:num_requests_running{engine="0",model_name="harness"} 0.0
                      "spec_accepted_tokens": 30.0}
     m = counter_metrics(delta)
     assert m["prefix_cache_hit_ratio"].value == 0.5 and m["spec_acceptance_ratio"].value == pytest.approx(1 / 3)
-    assert counter_metrics({"prefix_cache_queries": 0.0}) == {}  # no lookups: no ratio, not a zero
+    assert counter_metrics({"prefix_cache_queries": 0.0}) == {}
+    assert cache_config(page) == {"block_size": "128", "cache_dtype": "auto", "num_gpu_blocks": "364"}  # no lookups: no ratio, not a zero

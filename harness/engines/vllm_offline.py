@@ -24,48 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
+from harness.engines.vllm_metrics import counter_delta, counters_from_snapshot
 from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
     from harness.host import Host
     from harness.models import ResolvedModel
     from harness.planner import Cell
-
-
-# vLLM's Prometheus counters a run reads (before and after): prefix-cache lookups and speculation.
-COUNTERS = {"prefix_cache_queries": "vllm:prefix_cache_queries", "prefix_cache_hits": "vllm:prefix_cache_hits",
-            "spec_draft_tokens": "vllm:spec_decode_num_draft_tokens",
-            "spec_accepted_tokens": "vllm:spec_decode_num_accepted_tokens"}
-
-
-def counters_from_snapshot(metrics: list[Any]) -> dict[str, float]:
-    """:data:`COUNTERS` summed over labels, from ``LLM.get_metrics()``."""
-    names = {v: k for k, v in COUNTERS.items()}
-    out: dict[str, float] = {}
-    for m in metrics:
-        key = names.get(getattr(m, "name", "").removesuffix("_total"))
-        if key is not None and isinstance(getattr(m, "value", None), (int, float)):
-            out[key] = out.get(key, 0.0) + float(m.value)
-    return out
-
-
-def counters_from_text(text: str) -> dict[str, float]:
-    """:data:`COUNTERS` summed over labels, from a server's Prometheus ``/metrics`` text."""
-    names = {v: k for k, v in COUNTERS.items()}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, rest = line.partition("{") if "{" in line.split(" ")[0] else line.partition(" ")
-        key = names.get(name.removesuffix("_total"))
-        if key is not None:
-            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What a run added to each counter it saw."""
-    return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 class NgramSpeculation(StrictModel):
@@ -147,7 +112,7 @@ class VLLMOptions(Engine):
 
     def base_info(self, cell: "Cell") -> dict[str, Any]:
         info: dict[str, Any] = {"max_num_seqs": self.seq_limit(), "enforce_eager": self.enforce_eager,
-                                "engine_args": {k: v for k, v in self.engine_args(cell).items()}}
+                                "engine_args": self.engine_args(cell)}
         if cell.device == "cpu":
             info["kv_cache_space_bytes"] = int(self.cpu_kvcache_gib * 2**30)  # VLLM_CPU_KVCACHE_SPACE
         return info

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from harness.engines import ENGINES, Request, ServeRun
-from harness.engines.vllm_offline import VLLMOptions, counter_delta, counters_from_text
+from harness.engines.vllm_metrics import cache_config, counter_delta, counters_from_text
+from harness.engines.vllm_offline import VLLMOptions
 from harness.loadgen import LoadProfile
-from harness.proctree import stop_tree
+from harness.proctree import die_with_parent, stop_tree
 
 if TYPE_CHECKING:
     from harness.models import ResolvedModel
@@ -58,15 +59,6 @@ def cli_flags(args: dict[str, Any]) -> list[str]:
         elif value is not None:
             out += [flag, str(value)]
     return out
-
-
-def _die_with_parent() -> None:  # runs in the child before exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class Server(BaseModel):
@@ -106,14 +98,6 @@ def metrics_text(base_url: str) -> str:
         return resp.read().decode()
 
 
-def cache_config(text: str) -> dict[str, str]:
-    """Labels of ``vllm:cache_config_info`` in a ``/metrics`` page (num_gpu_blocks, block_size, cache_dtype, ...)."""
-    import re
-
-    match = re.search(r"^vllm:cache_config_info\{([^}]*)\}", text, re.MULTILINE)
-    return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))) if match else {}
-
-
 @ENGINES.register("vllm-server")
 class VLLMServer(VLLMOptions):
     """``vllm serve`` on a free local port, with streaming requests under each of ``loads``."""
@@ -151,7 +135,8 @@ class VLLMServer(VLLMOptions):
         # dev mode: /reset_prefix_cache, so a shared server never serves a cell from an earlier cell's prompts
         env = os.environ | self.cpu_env(cell) | {"VLLM_SERVER_DEV_MODE": "1"}
         print("starting:", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                preexec_fn=lambda: die_with_parent(signal.SIGTERM))  # vLLM then stops its engine
         server = Server(proc=proc, port=port, base_url=base_url)
         try:
             wait_healthy(proc, base_url, self.startup_timeout_s)

@@ -2,16 +2,19 @@
 
 Metrics (see :mod:`harness.servemetrics`): ``output_tok_s``, ``request_throughput_req_s``,
 ``e2el_ms``/``ttft_ms``/``tpot_ms``/``itl_ms`` distributions, failed and peak-concurrent requests,
-``goodput_req_s`` under the suite's SLOs, ``startup_s`` (model load or engine start) and
-``peak_rss_bytes`` of the whole process tree (vLLM runs its engine in child processes). Where the
-engine reports its KV cache (vLLM), ``kv_cache_capacity_tokens`` (blocks x block size) sits beside
-the formula 2 x layers x kv_heads x head_dim x bytes per token (``kv_cache_bytes_per_token_analytic``)
-and, on CPU, the tokens the configured KV space holds by that formula (``kv_cache_capacity_tokens_analytic``).
+``goodput_req_s`` under the suite's SLOs, ``startup_s`` (model load or engine start, shared within
+a group of cells) and ``peak_rss_bytes`` of the whole process tree (vLLM runs its engine in child
+processes). Where the engine reports its KV cache (vLLM, HF continuous), ``kv_cache_capacity_tokens``
+(blocks x block size) sits beside the formula 2 x layers x kv_heads x head_dim x bytes per token
+(``kv_cache_bytes_per_token_analytic``) and, where the KV space is configured, the tokens it holds by
+that formula (``kv_cache_capacity_tokens_analytic``). vLLM's counters over the run give
+``prefix_cache_hit_ratio`` and ``spec_acceptance_ratio``; :mod:`harness.decodebound` gives the decode
+efficiency against the measured bandwidth bound.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -37,7 +40,7 @@ class ServingSettings(StrictModel):
 
 def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     """Build the workload's requests, let the engine serve them, and summarize the traces."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from harness.engines import serve
     from harness.measure import PeakRSS
@@ -52,12 +55,13 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
         result = serve(cell, model, requests)
     slo = cell.settings.get("slo")
     metrics = summarize(result.traces, result.duration_s, SLO.model_validate(slo) if slo else None)
-    metrics |= kv_cache_metrics(model, result.info, cell.precision.dtype)
+    config = AutoConfig.from_pretrained(model.path)
+    metrics |= kv_cache_metrics(config, result.info, cell.precision.dtype)
     if result.info.get("prefix_cached_tokens") is not None:
         metrics["prefix_cached_tokens"] = Metric(value=result.info["prefix_cached_tokens"], unit="count", stat="sum",
                                                  description="prompt tokens served from the prefix cache")
     metrics |= counter_metrics(result.info.get("engine_counters") or {})
-    decode, decode_info = decode_efficiency(cell, model, result)
+    decode, decode_info = decode_efficiency(cell, config, result)
     metrics |= decode
     start = result.info.get("engine_start", {})
     metrics["startup_s"] = Metric(value=result.startup_s, unit="s", description=(
@@ -85,46 +89,43 @@ def counter_metrics(counters: dict[str, float]) -> dict[str, Metric]:
     return out
 
 
-def decode_efficiency(cell: "Cell", model: "ResolvedModel", result: "ServeRun") -> tuple[dict[str, Metric], dict]:
+def decode_efficiency(cell: "Cell", config: Any, result: "ServeRun") -> tuple[dict[str, Metric], dict]:
     """Decode tok/s against the bandwidth bound of this device (see :mod:`harness.decodebound`)."""
-    from transformers import AutoConfig
-
     from harness.decodebound import decode_metrics, host_rates, weight_read_bytes
-    from harness.estimate import config_dims, kv_bytes_per_token
 
-    config = AutoConfig.from_pretrained(model.path)
     weights, params = weight_read_bytes(config, cell.precision)
-    dims = config_dims(config)
-    cache_dtype = str(result.info.get("kv_cache_dtype") or "auto").removeprefix("torch.")
-    element = KV_DTYPE_BYTES.get(cache_dtype, KV_DTYPE_BYTES.get(cell.precision.dtype, 2))
-    kv = kv_bytes_per_token(dims["layers"], dims["kv_heads"], dims["head_dim"], element)
+    per_token, _ = kv_per_token(config, result.info, cell.precision.dtype)
     bandwidth, flops = host_rates(cell.device, cell.precision.dtype)
-    return decode_metrics(result.traces, result.duration_s, weights, params, kv, bandwidth, flops)
+    return decode_metrics(result.traces, result.duration_s, weights, params, per_token, bandwidth, flops)
 
 
 KV_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
 
-def kv_cache_metrics(model: "ResolvedModel", info: dict, dtype: str) -> dict[str, Metric]:
+def kv_per_token(config: Any, info: dict, dtype: str) -> tuple[int, str]:
+    """KV-cache bytes per token of a model ``config`` in the engine's cache dtype (``info``), else the
+    precision's ``dtype``; with the formula spelled out."""
+    from harness.estimate import config_dims, kv_bytes_per_token
+
+    dims = config_dims(config)
+    cache_dtype = str(info.get("kv_cache_dtype") or "auto").removeprefix("torch.")
+    element = KV_DTYPE_BYTES.get(cache_dtype, KV_DTYPE_BYTES.get(dtype, 2))
+    formula = (f"2 x {dims['layers']} layers x {dims['kv_heads']} kv_heads x {dims['head_dim']} head_dim x "
+               f"{element} bytes")
+    return kv_bytes_per_token(dims["layers"], dims["kv_heads"], dims["head_dim"], element), formula
+
+
+def kv_cache_metrics(config: Any, info: dict, dtype: str) -> dict[str, Metric]:
     """The engine's KV-cache capacity beside the formula (nothing if the engine reports none)."""
     tokens = info.get("kv_cache_tokens")
     if not tokens:
         return {}
-    from transformers import AutoConfig
-
-    from harness.estimate import config_dims, kv_bytes_per_token
-
-    dims = config_dims(AutoConfig.from_pretrained(model.path))
-    layers, kv_heads, head_dim = dims["layers"], dims["kv_heads"], dims["head_dim"]
-    cache_dtype = str(info.get("kv_cache_dtype") or "auto").removeprefix("torch.")
-    element = KV_DTYPE_BYTES.get(cache_dtype, KV_DTYPE_BYTES.get(dtype, 2))
-    per_token = kv_bytes_per_token(layers, kv_heads, head_dim, element)
+    per_token, formula = kv_per_token(config, info, dtype)
     out = {
         "kv_cache_capacity_tokens": Metric(value=tokens, unit="count",
                                            description="engine-reported: KV blocks x block size"),
         "kv_cache_bytes_per_token_analytic": Metric(
-            value=per_token, unit="bytes", source="analytic",
-            description=f"2 x {layers} layers x {kv_heads} kv_heads x {head_dim} head_dim x {element} bytes"),
+            value=per_token, unit="bytes", source="analytic", description=formula),
         "kv_cache_capacity_bytes": Metric(value=tokens * per_token, unit="bytes",
                                           description="engine-reported tokens x the bytes per token"),
     }
