@@ -168,6 +168,60 @@ def compare(base: Path = typer.Argument(..., help="Base results: a store folder 
 
 
 @app.command()
+def report(results: list[Path] = typer.Argument(..., help="Store folders or .jsonl files of records."),
+           out_dir: Path = typer.Option(Path("report"), "--out", help="Folder of the report (report.md, report.html, plots/, records/)."),
+           ) -> None:
+    """Write a Markdown and an HTML report: tables per axis, figures, each row linked to its record.
+    Exit 0 when written, 2 on bad input."""
+    from harness.errors import HarnessError
+    from harness.store import read_records
+
+    try:
+        records = [r for p in results for r in read_records(p)]
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        from harness.report import build
+    except ModuleNotFoundError as exc:
+        err.print(f"[red]error[/red] the report needs {exc.name} (pip install -e '.[track]')", highlight=False)
+        raise typer.Exit(2)
+    rep = build(records, out_dir, source=", ".join(map(str, results)))
+    for f in rep.figures:
+        out.print(f"figure {f.path} ({len(f.cells)} cells)", highlight=False)
+    for name, why in rep.missing_figures.items():
+        out.print(f"figure {name}: not drawn: {why}", highlight=False)
+    out.print(f"report of {rep.records} cells: {rep.markdown}, {rep.html}", highlight=False)
+
+
+@app.command("asv")
+def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or .jsonl files of records."),
+               machine: str = typer.Option(..., "--machine", help="Logical runner name (a graph axis; not a hostname)."),
+               config: Path = typer.Option(Path("benchmarks/asv.conf.json"), "--config", help="asv configuration (run from the repository root)."),
+               ) -> None:
+    """Write records into asv's results database; then `asv --config benchmarks/asv.conf.json publish`.
+    Exit 0 when written, 2 on bad input (configuration, paths, records that have no commit)."""
+    from harness.asvdb import ingest, load_config
+    from harness.errors import HarnessError
+    from harness.store import read_records
+
+    try:
+        conf = load_config(config)
+        records = [r for p in results for r in read_records(p)]
+        report = ingest(records, conf, machine)
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    for line in report.warnings:
+        err.print(f"[yellow]warning[/yellow] {line}", highlight=False, soft_wrap=True)
+    for line in report.problems:
+        err.print(f"[red]not written[/red] {line}", highlight=False, soft_wrap=True)
+    out.print(f"{report.records} records -> {report.series} asv series in {len(report.files)} result file(s) under "
+              f"{conf.results_dir}/{machine}", highlight=False)
+    raise typer.Exit(2 if report.problems else 0)
+
+
+@app.command()
 def estimate(
     model: Optional[str] = typer.Argument(None, help="config.json, a folder with one, or a model reference "
                                                      "(embedded, tiny, local:PATH, hub:ORG/NAME); or use --params."),

@@ -26,9 +26,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from harness.errors import HarnessError
 from harness.records import Metric, Record
 from harness.specbase import StrictModel
+from harness.store import read_records
 
 Kind = Literal["speed", "memory", "accuracy", "quality"]
 MIN_SAMPLES = 3
@@ -128,25 +128,12 @@ class Comparison(BaseModel):
 
 def load_results(path: str | Path) -> dict[tuple[str, str], Record]:
     """The latest ``ok`` record of each (suite, cell id) under ``path`` (a store folder or a .jsonl file)."""
-    from harness.store import Store
-
-    p = Path(path)
-    if p.is_file():
-        files = [p]
-    elif p.is_dir():
-        files = sorted(p.glob("*.jsonl"))
-    else:
-        raise HarnessError(f"{path}: no such result file or folder")
-    if not files:
-        raise HarnessError(f"{path}: no *.jsonl record files in this folder")
-    store = Store(p.parent if p.is_file() else p)
     out: dict[tuple[str, str], Record] = {}
-    for f in files:
-        for r in store._read(f):
-            if r.status == "ok":
-                key = (r.suite, r.cell_id)
-                if key not in out or r.started_at >= out[key].started_at:
-                    out[key] = r
+    for r in read_records(path):
+        if r.status == "ok":
+            key = (r.suite, r.cell_id)
+            if key not in out or r.started_at >= out[key].started_at:
+                out[key] = r
     return out
 
 

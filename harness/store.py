@@ -14,6 +14,7 @@ from typing import Iterator
 
 from pydantic import ValidationError
 
+from harness.errors import HarnessError
 from harness.records import SCHEMA_VERSION, Record
 
 # Statuses a resumed run does not redo: ok and skipped are results, and so is running out of memory.
@@ -68,3 +69,18 @@ class Store:
             if r.code_key == code_key and r.status in FINAL_STATUSES:
                 done[r.cell_key] = r
         return done
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Every record under ``path``: a store folder (each ``*.jsonl``) or one ``.jsonl`` file."""
+    p = Path(path)
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = sorted(p.glob("*.jsonl"))
+        if not files:
+            raise HarnessError(f"{path}: no *.jsonl record files in this folder")
+    else:
+        raise HarnessError(f"{path}: no such result file or folder")
+    store = Store(p.parent if p.is_file() else p)
+    return [r for f in files for r in store._read(f)]

@@ -44,7 +44,8 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
 
 
-def _columns(wanted: list[str], rows: list[Record]) -> list[str]:
+def columns(wanted: list[str], rows: list[Record]) -> list[str]:
+    """The metric names of ``rows`` that ``wanted`` (names, fnmatch patterns, "kernel") selects, in order."""
     cols: list[str] = []
     for c in wanted:
         if c == "kernel":
@@ -56,7 +57,8 @@ def _columns(wanted: list[str], rows: list[Record]) -> list[str]:
     return cols
 
 
-def _cell(r: Record, c: str) -> str:
+def cell_text(r: Record, c: str) -> str:
+    """One table cell: column ``c`` of record ``r``, formatted."""
     if c == "kernel":
         return str(r.info.get("kernels", {}).get("label", "-"))
     return fmt(r.metric(c), r.metrics[c].unit) if c in r.metrics else "-"
@@ -69,7 +71,7 @@ def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
         rows = [r for r in records if r.cell.get("scenario") == scenario]
         if not rows:
             continue
-        cols = _columns(wanted, rows)
+        cols = columns(wanted, rows)
         table = Table(title=title, title_justify="left", show_lines=False)
         table.add_column("cell", no_wrap=True)
         table.add_column("status")
@@ -77,7 +79,7 @@ def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
             table.add_column(c, justify="right", overflow="fold")
         notes = []
         for r in rows:
-            values = [_cell(r, c) for c in cols]
+            values = [cell_text(r, c) for c in cols]
             if r.reason and title == next(t for sc, t, _ in TABLES if sc == scenario):
                 notes.append(f"  {r.cell_id}: {r.status}: {r.reason}")
             elif scenario == "train" and "loss" in r.metrics:

