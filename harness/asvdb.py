@@ -156,9 +156,19 @@ def load_config(path: str | Path) -> AsvConfig:
 
 
 def detection_on(config: AsvConfig, name: str) -> bool:
-    """Whether asv's regressions page would run detection on benchmark ``name`` (asv's own rule:
-    ``re.match`` of each ``regressions_first_commits`` pattern, ``null`` turns it off)."""
-    return not any(start is None and re.match(rx, name) for rx, start in config.first_commits.items())
+    """Whether asv's regressions page would run detection on benchmark ``name`` on every configured
+    branch (asv's own rule: ``re.match`` of each ``regressions_first_commits`` pattern against
+    ``name@branch``; ``null`` turns it off)."""
+    return not any(start is None and re.match(rx, f"{name}@{b}") for b in config.branches
+                   for rx, start in config.first_commits.items())
+
+
+def threshold_of(config: AsvConfig, name: str, branch: str) -> float:
+    """The relative step asv's regressions page needs on ``name`` (asv's rule: the largest of the
+    ``regressions_thresholds`` whose pattern ``re.match``-es ``name@branch``, else 0.05). Patterns that
+    end in ``$`` never match: the branch suffix follows the name."""
+    matched = [t for rx, t in config.thresholds.items() if re.match(rx, f"{name}@{branch}")]
+    return max(matched) if matched else 0.05
 
 
 def check_config(config: AsvConfig, series: list[Series]) -> None:
