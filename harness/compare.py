@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from harness.records import Metric, Record
 from harness.specbase import StrictModel
-from harness.store import read_records
+from harness.store import latest_per_cell, read_records
 
 Kind = Literal["speed", "memory", "accuracy", "quality"]
 MIN_SAMPLES = 3
@@ -128,13 +128,7 @@ class Comparison(BaseModel):
 
 def load_results(path: str | Path) -> dict[tuple[str, str], Record]:
     """The latest ``ok`` record of each (suite, cell id) under ``path`` (a store folder or a .jsonl file)."""
-    out: dict[tuple[str, str], Record] = {}
-    for r in read_records(path):
-        if r.status == "ok":
-            key = (r.suite, r.cell_id)
-            if key not in out or r.started_at >= out[key].started_at:
-                out[key] = r
-    return out
+    return latest_per_cell(read_records(path), ("ok",))
 
 
 def threshold_for(name: str, rule: Rule, overrides: dict[str, Threshold]) -> Threshold:

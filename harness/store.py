@@ -84,3 +84,14 @@ def read_records(path: str | Path) -> list[Record]:
         raise HarnessError(f"{path}: no such result file or folder")
     store = Store(p.parent if p.is_file() else p)
     return [r for f in files for r in store._read(f)]
+
+
+def latest_per_cell(records: list[Record], statuses: tuple[str, ...] | None = None) -> dict[tuple[str, str], Record]:
+    """The latest record (by start time) of each (suite, cell id), among ``statuses`` if given."""
+    out: dict[tuple[str, str], Record] = {}
+    for r in records:
+        if statuses is None or r.status in statuses:
+            key = (r.suite, r.cell_id)
+            if key not in out or r.started_at >= out[key].started_at:
+                out[key] = r
+    return out

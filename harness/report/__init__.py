@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from harness.records import Record
+from harness.store import latest_per_cell
 from harness.summary import ANATOMY_COLUMNS, TABLES, cell_text, columns
 
 from harness.report.plots import FIGURES, Figure
@@ -44,13 +45,8 @@ class Report(BaseModel):
 
 
 def latest(records: list[Record]) -> list[Record]:
-    """The latest record of each (suite, cell), in first-seen order."""
-    out: dict[tuple[str, str], Record] = {}
-    for r in records:
-        key = (r.suite, r.cell_id)
-        if key not in out or r.started_at >= out[key].started_at:
-            out[key] = r
-    return sorted(out.values(), key=lambda r: (r.suite, r.cell.get("scenario", ""), r.started_at))
+    """The latest record of each (suite, cell), whatever its status, ordered by suite, scenario and time."""
+    return sorted(latest_per_cell(records).values(), key=lambda r: (r.suite, r.cell.get("scenario", ""), r.started_at))
 
 
 def _md(text: str) -> str:
