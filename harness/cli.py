@@ -5,8 +5,9 @@ Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +21,7 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Override the suites' model:
 
 
 def _load(paths: list[Path], model: str | None):
-    from harness.spec import SuiteError, load_suite
+    from harness.spec.suite import SuiteError, load_suite
 
     suites, failed = [], False
     for path in paths:
@@ -46,8 +47,8 @@ def validate(paths: list[Path] = typer.Argument(..., help="Suite YAML files."),
 @app.command()
 def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt) -> None:
     """List every cell of the suites, with the reason of each skip, decided before anything runs."""
-    from harness.host import Host
-    from harness.planner import plan as make_plan
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan as make_plan
 
     suites, failed = _load(paths, model)
     host = Host.detect()
@@ -78,13 +79,19 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, _stop)
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from harness.host import Host
-    from harness.planner import plan as make_plan
-    from harness.runner import Runner, run_plan
-    from harness.store import Store
-    from harness.summary import print_summary
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan as make_plan
+    from harness.pipeline.runner import Runner, run_plan
+    from harness.results.store import Store
+    from harness.track.summary import print_summary
 
     suites, failed = _load(paths, model)
     if failed:
@@ -96,7 +103,7 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
         known = {c.cell.id for p in plans for c in p.cells}
         unknown = sorted(set(only) - known)
         if unknown:
-            from harness.registry import suggest
+            from harness.base.registry import suggest
 
             for u in unknown:
                 err.print(f"[red]error[/red] --only {u}: no such cell{suggest(u, known)}", highlight=False)
@@ -134,9 +141,9 @@ def compare(base: Path = typer.Argument(..., help="Base results: a store folder 
     """Compare two result sets cell by cell; exit 1 on any regression, 0 otherwise (2: bad input)."""
     from rich.table import Table
 
-    from harness.compare import compare as run_compare
-    from harness.compare import load_results
-    from harness.errors import HarnessError
+    from harness.base.errors import HarnessError
+    from harness.track.compare import compare as run_compare
+    from harness.track.compare import load_results
 
     suites, failed = _load(suite or [], None)
     if failed:
@@ -173,8 +180,8 @@ def report(results: list[Path] = typer.Argument(..., help="Store folders or .jso
            ) -> None:
     """Write a Markdown and an HTML report: tables per axis, figures, each row linked to its record.
     Exit 0 when written, 2 on bad input."""
-    from harness.errors import HarnessError
-    from harness.store import read_records
+    from harness.base.errors import HarnessError
+    from harness.results.store import read_records
 
     try:
         records = [r for p in results for r in read_records(p)]
@@ -182,7 +189,7 @@ def report(results: list[Path] = typer.Argument(..., help="Store folders or .jso
         err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     try:
-        from harness.report import build
+        from harness.track.report import build
     except ModuleNotFoundError as exc:
         err.print(f"[red]error[/red] the report needs {exc.name} (pip install -e '.[track]')", highlight=False)
         raise typer.Exit(2)
@@ -201,9 +208,10 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
                ) -> None:
     """Write records into asv's results database; then `asv --config benchmarks/asv.conf.json publish`.
     Exit 0 when written, 2 on bad input (configuration, paths, records that have no commit)."""
-    from harness.asvdb import ingest, load_config
-    from harness.errors import HarnessError
-    from harness.store import read_records
+    from harness.base.errors import HarnessError
+    from harness.results.store import read_records
+    from harness.track.asvconf import load_config
+    from harness.track.asvdb import ingest
 
     try:
         conf = load_config(config)
@@ -221,44 +229,62 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
     raise typer.Exit(2 if report.problems else 0)
 
 
+def _flag(field: str, *names: str, help: str | None = None) -> Any:
+    """A ``harness estimate`` option for an :class:`~harness.analytic.estimate.EstimateInput` field: its
+    default and help text are the field's own (declared once, there)."""
+    from harness.analytic.estimate import EstimateInput
+
+    info = EstimateInput.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, list):
+        default = ",".join(default)
+    return typer.Option(default, *(names or (f"--{field.replace('_', '-')}",)), help=help or info.description)
+
+
 @app.command()
 def estimate(
     model: Optional[str] = typer.Argument(None, help="config.json, a folder with one, or a model reference "
                                                      "(embedded, tiny, local:PATH, hub:ORG/NAME); or use --params."),
     params: Optional[int] = typer.Option(None, "--params", help="A bare parameter count instead of a model."),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16: unquantized weights and compute."),
-    train: str = typer.Option("none", "--train", help="none, full, lora or qlora."),
-    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
-    lora_targets: str = typer.Option("q_proj,v_proj", "--lora-targets", help="Comma-separated module names."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adamw8bit, paged_adamw, paged_adamw8bit or sgd."),
-    mixed_precision: bool = typer.Option(False, "--mixed-precision", help="16-bit params/grads, fp32 master and moments."),
-    zero_stage: int = typer.Option(0, "--zero-stage", help="ZeRO stage 0-3."),
-    world_size: int = typer.Option(1, "--world-size", help="Data-parallel ranks."),
-    quant: str = typer.Option("none", "--quant", help="none, int8, nf4 or fp4."),
-    double_quant: bool = typer.Option(False, "--double-quant", help="NF4/FP4 double quantization."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Sequences per micro-batch (per rank)."),
-    seq: Optional[int] = typer.Option(None, "--seq", help="Tokens per sequence."),
-    checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Save only layer inputs for backward."),
+    dtype: str = _flag("dtype"),
+    train: str = _flag("train"),
+    lora_r: int = _flag("lora_r"),
+    lora_targets: str = _flag("lora_targets", help="Comma-separated names of the Linear modules that get adapters."),
+    optimizer: str = _flag("optimizer"),
+    mixed_precision: bool = _flag("mixed_precision"),
+    zero_stage: int = _flag("zero_stage"),
+    world_size: int = _flag("world_size"),
+    quant: str = _flag("quant"),
+    quant_config: Optional[str] = typer.Option(None, "--quant-config", help="The --quant precision's settings as a "
+                                                                            "JSON object, e.g. '{\"group_size\": 32}'."),
+    double_quant: bool = _flag("double_quant"),
+    batch: Optional[int] = _flag("batch"),
+    seq: Optional[int] = _flag("seq"),
+    gradient_checkpointing: bool = _flag("gradient_checkpointing"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (bytes and counts)."),
 ) -> None:
     """Predict parameter, gradient, optimizer, activation and KV-cache memory without running the model."""
     from pydantic import ValidationError
 
-    from harness.errors import HarnessError
-    from harness.estimate import EstimateInput, ModelShape, estimate as predict
+    from harness.analytic.estimate import EstimateInput
+    from harness.analytic.estimate import estimate as predict
+    from harness.analytic.shape import ModelShape
+    from harness.base.errors import HarnessError
 
-    if model is None and params is None:
-        err.print("[red]error[/red] give a model (config.json, a folder, or a reference) or --params N", highlight=False)
+    if (model is None) == (params is None):
+        err.print("[red]error[/red] give a model (config.json, a folder, or a reference) or --params N, not both",
+                  highlight=False)
         raise typer.Exit(2)
-    if model is not None and params is not None:
-        err.print("[red]error[/red] give a model or --params N, not both", highlight=False)
+    flags = {k: v for k, v in locals().items() if k in EstimateInput.model_fields}
+    flags["lora_targets"] = [t for t in lora_targets.split(",") if t]
+    try:
+        flags["quant_config"] = json.loads(quant_config) if quant_config else {}
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error[/red] --quant-config: not a JSON object: {exc}", highlight=False)
         raise typer.Exit(2)
     try:
-        inp = EstimateInput(dtype=dtype, train=train, lora_r=lora_r, lora_targets=[t for t in lora_targets.split(",") if t],
-                            optimizer=optimizer, mixed_precision=mixed_precision, zero_stage=zero_stage,
-                            world_size=world_size, quant=quant, double_quant=double_quant, batch=batch, seq=seq,
-                            gradient_checkpointing=checkpointing)
-        shape = ModelShape.from_params(params) if params is not None else ModelShape.load(model)
+        inp = EstimateInput(**flags)
+        shape = ModelShape.from_params(params) if params is not None else ModelShape.load(model)  # type: ignore[arg-type]
         result = predict(shape, inp)
     except ValidationError as exc:
         for e in exc.errors():
@@ -273,7 +299,7 @@ def estimate(
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
-    from harness.summary import print_estimate
+    from harness.track.summary import print_estimate
 
     print_estimate(result, out)
 
@@ -281,7 +307,7 @@ def estimate(
 @app.command()
 def schema() -> None:
     """Print the JSON schema of a suite file."""
-    from harness.spec import dump_schema
+    from harness.spec.suite import dump_schema
 
     typer.echo(dump_schema())
 

@@ -45,9 +45,9 @@ def _suite_files(metafunc: pytest.Metafunc) -> list[Path]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness_cell" not in metafunc.fixturenames:
         return
-    from harness.host import Host
-    from harness.planner import plan
-    from harness.spec import SuiteError, load_suite
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan
+    from harness.spec.suite import SuiteError, load_suite
 
     model = metafunc.config.getoption("--harness-model")
     host = Host.detect()
@@ -69,14 +69,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def harness_runner(pytestconfig: pytest.Config) -> Any:
-    from harness.runner import Runner
+    from harness.pipeline.runner import Runner
 
     return Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs")
 
 
 @pytest.fixture(scope="session")
 def harness_store(pytestconfig: pytest.Config) -> Any:
-    from harness.store import Store
+    from harness.results.store import Store
 
     return Store(pytestconfig.getoption("--harness-results"))
 
@@ -139,7 +139,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from rich.console import Console
 
-    from harness.summary import print_summary
+    from harness.track.summary import print_summary
 
     buf = io.StringIO()
     print_summary(records, Console(file=buf, width=max(terminalreporter._tw.fullwidth, 160), force_terminal=False))

@@ -72,11 +72,11 @@ def run_suite_text(tmp: Path, text: str) -> tuple:
 
     Returns ``(plan, store, runner, {cell_id: record})``.
     """
-    from harness.host import Host
-    from harness.planner import plan
-    from harness.runner import Runner, run_plan
-    from harness.spec import load_suite
-    from harness.store import Store
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan
+    from harness.pipeline.runner import Runner, run_plan
+    from harness.results.store import Store
+    from harness.spec.suite import load_suite
 
     path = tmp / "suite.yaml"
     path.write_text(text)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.asvdb import ASV_CONFIG_KEYS, GRAPH_ONLY, load_config, regressions, series_of
-from harness.errors import HarnessError
-from harness.records import Metric, Record
-from harness.store import Store
+from harness.base.errors import HarnessError
+from harness.results.records import Metric, Record
+from harness.results.store import Store
+from harness.track.asvconf import ASV_CONFIG_KEYS, load_config
+from harness.track.asvdb import GRAPH_ONLY, regressions, series_of
 
 REPO = Path(__file__).resolve().parents[1]
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
@@ -30,7 +31,7 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def env():
-    from harness.environment import capture
+    from harness.results.environment import capture
 
     return capture()
 
@@ -114,12 +115,12 @@ def test_series_layout_names_units_and_companions(env):
 
 def test_the_project_config_turns_detection_off_exactly_on_graph_only_series(tmp_path, env):
     conf = load_config(REPO / "benchmarks" / "asv.conf.json")
-    from harness.asvdb import detection_on
+    from harness.track.asvconf import detection_on
 
     for x in series_of(record(env, "a" * 40, "cell-1", metrics(100, 0.5, 10), 0)):
         assert detection_on(conf, x.name) == x.tracked, x.name
     # thresholds (asv matches `name@branch`): perplexity-like and accuracy errors are stricter than the 5 % default
-    from harness.asvdb import threshold_of
+    from harness.track.asvconf import threshold_of
 
     assert threshold_of(conf, "nightly.cell-1.text2sql_ex_error_ratio", "main") == 0.02
     assert threshold_of(conf, "nightly.cell-1.perplexity", "main") == 0.02
@@ -152,7 +153,7 @@ def test_a_misspelled_config_key_is_refused(tmp_path):
 
 
 def _env():
-    from harness.environment import capture
+    from harness.results.environment import capture
 
     return capture()
 

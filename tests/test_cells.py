@@ -39,7 +39,10 @@ def test_inference_precisions(records):
     # a random model on a 2048-token vocabulary: perplexity of the order of the vocabulary
     assert 200 < fp32.metric("perplexity") < 20000
     assert abs(bf16.metric("perplexity") / fp32.metric("perplexity") - 1) < 0.02
-    assert nf4.metric("perplexity") != fp32.metric("perplexity")
+    # NF4 costs a little on these weights (measured: +0.7 %), far more than bf16 (+0.005 %)
+    nf4_gap = nf4.metric("perplexity") / fp32.metric("perplexity") - 1
+    assert 0.002 < nf4_gap < 0.03, nf4_gap
+    assert nf4_gap > 10 * abs(bf16.metric("perplexity") / fp32.metric("perplexity") - 1)
 
 
 def test_lora_training(records):

@@ -9,14 +9,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from harness.compare import compare, load_results, rule_for
-from harness.records import Metric, Record
-from harness.store import Store
+from harness.results.records import Metric, Record
+from harness.results.store import Store
+from harness.track.compare import compare, load_results, rule_for
 
 
 @pytest.fixture(scope="module")
 def env():
-    from harness.environment import capture
+    from harness.results.environment import capture
 
     return capture()
 

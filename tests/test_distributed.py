@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from harness.cell import Cell
-from harness.distributed import DistributedError, launch, rank_env
-from harness.errors import HarnessError
-from harness.scenarios.training import StepSettings
+from harness.base.errors import HarnessError
+from harness.scenarios.training.launch import DistributedError, launch, rank_env
+from harness.spec.cell import Cell
+from harness.spec.training import StepSettings
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def _survivors(marker: str, wait_s: float = 10.0) -> list[str]:
         alive = []
         for p in psutil.process_iter(["cmdline"]):
             cmd = " ".join(p.info["cmdline"] or [])
-            if "harness.rank" in cmd and marker in cmd:
+            if "harness.scenarios.training.rank" in cmd and marker in cmd:
                 alive.append(cmd)
         if not alive or time.monotonic() > deadline:
             return alive
@@ -158,7 +158,7 @@ def test_a_failing_rank_is_named_and_no_process_survives(tmp_path: Path) -> None
     # while rank 0 trains on and blocks in its first all-reduce, until torchrun stops it
     from transformers import AutoTokenizer
 
-    from harness.paths import corpus_ids
+    from harness.base.paths import corpus_ids
 
     settings = StepSettings(batch_size=16, seq_len=192, warmup_steps=0, steps=1).model_dump(mode="json")
     cell = make_cell({"kind": "ddp"}, settings, "short")
@@ -211,7 +211,7 @@ def test_a_rank_killed_by_sigkill_is_reported_as_out_of_memory(tmp_path: Path) -
         while not victims and time.monotonic() < deadline:
             for p in psutil.process_iter(["cmdline"]):
                 cmd = p.info["cmdline"] or []
-                if "harness.rank" in cmd and str(out) in cmd and "torch.distributed.run" not in cmd:
+                if "harness.scenarios.training.rank" in cmd and str(out) in cmd and "torch.distributed.run" not in cmd:
                     victims.append(p.pid)
                     os.kill(p.pid, signal.SIGKILL)
                     break
@@ -238,7 +238,7 @@ def test_rank_threads_split_the_cores_unless_set() -> None:
 
 
 def test_deepspeed_is_a_zero_engine_that_skips_without_cuda() -> None:
-    from harness.host import Host
+    from harness.base.host import Host
 
     cell = make_cell({"kind": "deepspeed", "stage": 3})
     assert cell.parallel is not None and cell.parallel.zero_stage == 3

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.host import Host
+from harness.base.host import Host
 from harness.models.embedded import Embedded
-from harness.planner import plan
-from harness.runner import Runner, run_plan
-from harness.spec import load_suite
-from harness.store import Store
+from harness.pipeline.planner import plan
+from harness.pipeline.runner import Runner, run_plan
+from harness.results.store import Store
+from harness.spec.suite import load_suite
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def test_quantization_suite_on_the_embedded_model(suite_results):
 
 def check_quantization_records(results) -> None:
     """What the quantization suite's records and summary must show (also usable on a finished run)."""
-    from harness.summary import tables
+    from harness.track.summary import tables
 
     store = Store(results)
     headers = {str(col.header) for table, _ in tables(store.records("quantization")) for col in table.columns}
@@ -143,16 +143,24 @@ def test_serving_suite_on_the_embedded_model(suite_results):
         # every engine generated exactly the workload's tokens, and every request completed
         assert r.metric("output_tokens") == sum(lengths) and not r.info["length_mismatches"], name
         assert r.metric("completed_requests") == 16 and r.metric("failed_requests") == 0, name
-        assert 0 < r.metric("decode_efficiency_ratio") <= 1.05, name
-        assert r.info["decode_regime"] in ("memory-bound", "compute-bound")
+        # the bound is what the recorded bandwidth and bytes give, and no engine beats it
+        bound = r.metric("mean_decode_batch_requests") * r.metric("memory_bandwidth_bytes_s") / r.metric(
+            "decode_step_read_bytes_analytic")
+        assert r.metric("decode_bound_tok_s_analytic") == pytest.approx(bound, rel=1e-9), name
+        assert r.metric("decode_efficiency_ratio") == pytest.approx(r.metric("decode_tok_s") / bound, rel=1e-9), name
+        assert r.metric("decode_efficiency_ratio") <= 1.05, name
+        # a batch of at most 8 decodes below this CPU's optimal batch: memory-bound, as the regime says
+        assert r.metric("mean_decode_batch_requests") < r.metric("optimal_batch_requests_analytic"), name
+        assert r.info["decode_regime"] == "memory-bound", name
     # one engine start each for vLLM offline and the server, shared by their cells
     starts = {n: r.info["engine"]["engine_start"] for n, r in records.items()}
     assert starts["vllm-continuous-bf16"]["started_by"] == "serving-serve-vllm-static-bf16"
     assert starts["vllm-server-bf16-c8"]["started_by"] == "serving-serve-vllm-server-bf16-c2"
     assert records["vllm-continuous-bf16"].metric("startup_s") == records["vllm-static-bf16"].metric("startup_s")
     # vLLM's counters over each run (prefix caching is on by default: every prompt is looked up)
+    # 64-token prompts never fill one of the CPU build's 128-token KV blocks, and only whole blocks are cached
     for name in ("vllm-static-bf16", "vllm-continuous-bf16", "vllm-server-bf16-c2", "vllm-server-bf16-c8"):
-        assert 0 <= records[name].metric("prefix_cache_hit_ratio") <= 1, name
+        assert records[name].metric("prefix_cache_hit_ratio") == 0.0, name
     # the load levels: at most 2 and 8 requests in flight
     assert records["vllm-server-bf16-c2"].metric("peak_concurrency_requests") == 2
     assert records["vllm-server-bf16-c8"].metric("peak_concurrency_requests") == 8
@@ -191,7 +199,7 @@ def test_report_gate_and_asv_on_the_embedded_suites(suite_results, tmp_path):
 
     import matplotlib.image
 
-    from harness.asvdb import regressions
+    from harness.track.asvdb import regressions
     from tests.test_asv import make_config, make_repo
 
     suites = {p.stem for p in suite_results.glob("*.jsonl")}

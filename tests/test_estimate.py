@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.estimate import EstimateInput, ModelShape, estimate
+from harness.analytic.estimate import EstimateInput, ModelShape, estimate
+from harness.base.errors import HarnessError
 
 GQA_CONFIG = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
               "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
@@ -126,9 +126,9 @@ def test_cli_human_output_and_errors(gqa_path):
 
 
 def test_planner_crosses_list_settings_into_named_cells(tmp_path):
-    from harness.host import Host
-    from harness.planner import plan
-    from harness.spec import load_suite
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan
+    from harness.spec.suite import load_suite
 
     path = tmp_path / "s.yaml"
     path.write_text("""
@@ -149,7 +149,7 @@ training:
     no_bnb = host.model_copy(update={"packages": host.packages | {"bitsandbytes": None}})
     skipped = plan(load_suite(path), no_bnb)
     assert all("needs bitsandbytes" in (c.skip or "") for c in skipped.cells)
-    from harness.spec import SuiteError
+    from harness.spec.suite import SuiteError
 
     for bad, message in (("[4, 0]", "batch_size"), ("[]", "empty list"), ("[4, 4]", "repeated values 4")):
         path.write_text(path.read_text().replace("batch_size: [4, 8]", f"batch_size: {bad}"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from harness.host import GPU, Host
-from harness.planner import plan
-from harness.spec import load_suite
+from harness.base.host import GPU, Host
+from harness.pipeline.planner import plan
+from harness.spec.suite import load_suite
 from tests.conftest import TINY_SUITE
 
 ALL = {"torch": "2.13.0", "transformers": "5.19.0", "vllm": "0.32.0", "bitsandbytes": "0.50.2", "peft": "0.21.2"}
@@ -95,8 +95,8 @@ def _write(tmp_path, text):
 
 def test_planning_imports_no_framework(tmp_path):
     path = _write(tmp_path, TINY_SUITE)
-    code = ("import sys; from harness.spec import load_suite; from harness.planner import plan; "
-            "from harness.host import Host; from harness.cli import app; "
+    code = ("import sys; from harness.spec.suite import load_suite; from harness.pipeline.planner import plan; "
+            "from harness.base.host import Host; from harness.cli import app; "
             f"p = plan(load_suite({str(path)!r}), Host.detect()); "
             "bad = [m for m in ('torch', 'transformers', 'vllm', 'bitsandbytes', 'peft') if m in sys.modules]; "
             "print(len(p.cells), bad)")

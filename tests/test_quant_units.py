@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter
 
-from harness import text2sql
-from harness.axes import PrecisionConfig
-from harness.planner import plan
+from harness.measure import text2sql
+from harness.pipeline.planner import plan
 from harness.precisions.prequant import Calibration, calibration_texts
-from harness.spec import SuiteError
+from harness.spec.axes import PrecisionConfig
+from harness.spec.suite import SuiteError
 from tests.test_planner import host, suite
 
 PRECISION = TypeAdapter(PrecisionConfig)
@@ -63,7 +63,7 @@ def test_text2sql_item_limit_is_checked():
 
 def test_kl_direction_and_top1_against_hand_computed_values():
     torch = pytest.importorskip("torch")
-    from harness.reference import distance
+    from harness.scenarios.inference.reference import distance
 
     p = torch.tensor([0.7, 0.2, 0.1])  # reference
     q = torch.tensor([0.1, 0.3, 0.6])  # cell

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.runner import run_plan
+from harness.pipeline.runner import run_plan
 from tests.conftest import run_suite_text
 
 pytestmark = pytest.mark.slow

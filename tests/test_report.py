@@ -12,17 +12,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from harness.records import Metric, Record
-from harness.report import build
-from harness.report.plots import load_of
-from harness.store import Store
+from harness.results.records import Metric, Record
+from harness.results.store import Store
+from harness.track.report import build
+from harness.track.report.plots import load_of
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def env():
-    from harness.environment import capture
+    from harness.results.environment import capture
 
     return capture()
 
@@ -85,8 +85,10 @@ def test_report_has_tables_figures_links_and_reasons(tmp_path, env):
     # every row links to its record, which exists, and prints its command
     rows = [line for line in md.splitlines() if line.startswith("| [")]
     assert rows and all(re.search(r"\| `harness run suites/s.yaml --only [\w-]+` \|$", line) for line in rows)
-    for link in re.findall(r"\]\((records/\w+\.json)\)", md):
-        assert Record.model_validate_json((tmp_path / "r" / link).read_text())
+    links = re.findall(r"\]\((records/(\w+)\.json)\)", md)
+    assert links
+    for link, record_id in links:
+        assert Record.model_validate_json((tmp_path / "r" / link).read_text()).record_id == record_id
     assert "s-infer-gptq: skipped: gptqmodel is not installed" in md
     assert "s-train-full-bf16-big: oom: out of memory at batch_size=16" in md
     assert "| old" not in md and ": old" not in md  # the superseded record

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from harness.host import Host
-from harness.planner import plan
-from harness.records import SCHEMA_VERSION, Record
-from harness.runner import Runner, run_plan
-from harness.spec import load_suite
-from harness.store import Store
+from harness.base.host import Host
+from harness.pipeline.planner import plan
+from harness.pipeline.runner import Runner, run_plan
+from harness.results.records import SCHEMA_VERSION, Record
+from harness.results.store import Store
+from harness.spec.suite import load_suite
 from tests.conftest import REPO, TINY_SUITE
 
 # the tiny suite's inference block alone: three quick cells

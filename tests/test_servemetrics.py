@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.engines import RequestTrace
-from harness.loadgen import LoadProfile, gamma_arrivals
-from harness.servemetrics import SLO, peak_concurrency, summarize
-from harness.workloads import Lengths, Workload
+from harness.base.wire import RequestTrace
+from harness.engines.loadgen import LoadProfile, gamma_arrivals
+from harness.measure.servemetrics import SLO, peak_concurrency, summarize
+from harness.spec.workloads import Lengths, Workload
 
 # A: sent at 0, tokens at 100, 150, 250 ms. B: sent at 50 ms, tokens at 200, 300 ms. C: failed.
 TRACES = [

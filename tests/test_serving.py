@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.host import Host
+from harness.base.host import Host
 
 REPO = Path(__file__).resolve().parents[1]
 needs_vllm = pytest.mark.skipif(not Host.detect().has("vllm"), reason="vLLM is not installed")
@@ -54,8 +54,8 @@ serving:
 def _plan(text: str):
     import yaml
 
-    from harness.planner import plan
-    from harness.spec import Suite
+    from harness.pipeline.planner import plan
+    from harness.spec.suite import Suite
 
     return plan(Suite.model_validate(yaml.safe_load(text)), Host.detect())
 
@@ -75,22 +75,19 @@ def test_equal_engine_starts_form_one_group_and_loads_expand_into_cells():
     assert static.key() == static.model_copy(update={"group": None}).key()  # grouping does not change results
 
 
-def test_repeated_load_levels_are_rejected():
-    from harness.spec import SuiteError, load_suite
+def test_repeated_load_levels_are_rejected(tmp_path):
+    from harness.spec.suite import SuiteError, load_suite
 
-    bad = SUITE.replace("{kind: poisson, rate_req_s: 4, burstiness: 0.5}", "{kind: concurrency, concurrency: 8}")
-    path = Path(__file__).parent / "_bad_loads.yaml"
-    try:
-        path.write_text(bad)
-        with pytest.raises(SuiteError, match="load levels must differ"):
-            load_suite(path)
-    finally:
-        path.unlink(missing_ok=True)
+    path = tmp_path / "bad_loads.yaml"
+    path.write_text(SUITE.replace("{kind: poisson, rate_req_s: 4, burstiness: 0.5}", "{kind: concurrency, concurrency: 8}"))
+    with pytest.raises(SuiteError, match="load levels must differ") as info:
+        load_suite(path)
+    assert info.value.problems[0].startswith(f"{path}:")  # the file and line of the repeated level
 
 
 def _bench_traces(result: dict):
     """`vllm bench serve --save-detailed` per-request data as harness traces."""
-    from harness.engines import RequestTrace
+    from harness.base.wire import RequestTrace
 
     t0 = min(result["start_times"])
     traces = []
@@ -115,7 +112,7 @@ def test_metrics_conform_to_vllm_bench_serve(tmp_path):
     2. the harness's client measures what bench measures, within stated tolerances."""
     from transformers import AutoTokenizer
 
-    from harness.servemetrics import summarize
+    from harness.measure.servemetrics import summarize
 
     # The embedded model (SmolLM2-135M, bf16): its ~30 ms decode steps dwarf a client's per-chunk work.
     # (On the tiny model a step takes ~3 ms, and on 2 cores bench's heavier client process then slows
@@ -220,7 +217,7 @@ serving:
     assert not survivors, [(p.pid, p.cmdline()) for p in survivors]
     assert not _listening(port)
     if how == "timeout":
-        from harness.store import Store
+        from harness.results.store import Store
 
         (record,) = Store(tmp_path / "r").records("kill")
         assert record.status == "timeout" and proc.returncode == 1, out[-3000:]
@@ -280,8 +277,12 @@ def test_vllm_engine_options_run_on_cpu(tmp_path):
 
 
 def test_engine_counters_are_read_from_prometheus_text_and_differenced():
-    from harness.engines.vllm_metrics import cache_config, counter_delta, counters_from_text
-    from harness.scenarios.serving import counter_metrics
+    from harness.engines.vllm_metrics import (
+        cache_config,
+        counter_delta,
+        counters_from_text,
+    )
+    from harness.scenarios.serving.run import counter_metrics
 
     page = """# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
 # TYPE vllm:prefix_cache_queries counter

@@ -171,11 +171,14 @@ def test_out_of_memory_is_a_record_with_its_setting(tmp_path):
     # the failure keeps the prediction, so the anatomy table can show what did not fit
     assert big.metric("anatomy_total_bytes_analytic") > small.metric("anatomy_total_bytes_analytic")
     assert big.info["memory_cap"]["cap_bytes"] == int(0.25 * 2**30)
-    from harness.summary import anatomy_table
+    from harness.track.tables import anatomy_view
 
-    table = anatomy_table([small, big])
-    assert [str(c.header) for c in table.columns][2:7] == ["model", "gradients", "optimizer", "activations", "total"]
-    assert table.row_count == 2
+    view = anatomy_view([small, big])
+    assert view.headers == ["model", "gradients", "optimizer", "activations", "total", "residual"]
+    assert [r.cell_id for r, _ in view.rows] == [small.cell_id, big.cell_id]
+    predicted_total = big.metric("anatomy_total_bytes_analytic") / 2**20
+    assert view.rows[1][1][4] == f"- / {predicted_total:,.2f}"  # the oom row: nothing measured, the prediction shown
+    assert view.rows[0][1][4].startswith(f"{small.metric('anatomy_total_bytes') / 2**20:,.2f} / ")
 
 
 def test_the_gradient_check_catches_lora_that_lost_its_gradients(tmp_path):
@@ -184,9 +187,11 @@ def test_the_gradient_check_catches_lora_that_lost_its_gradients(tmp_path):
     on a single adapter matrix is caught too."""
     import torch
 
-    from harness import gradcheck
-    from harness.cell import Cell
-    from harness.scenarios.training import StepSettings, step_batches, load_for_training, check_gradients, wake_lora
+    from harness.measure import gradcheck
+    from harness.scenarios.training.gradients import check_gradients, wake_lora
+    from harness.scenarios.training.loop import load_for_training, step_batches
+    from harness.spec.cell import Cell
+    from harness.spec.training import StepSettings
 
     settings = StepSettings(batch_size=1, seq_len=32)
     cell = Cell(suite="g", id="g", scenario="train", model={"kind": "tiny"}, precision={"kind": "nf4"},

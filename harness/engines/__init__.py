@@ -18,52 +18,24 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from harness.registry import Registry
-from harness.specbase import Implementation
+from harness.base.registry import Registry
+from harness.base.specbase import Implementation
+from harness.base.wire import Request, RequestTrace, ServeRun  # noqa: F401 (the engines' vocabulary)
 
 if TYPE_CHECKING:
-    from harness.host import Host
-    from harness.models import ResolvedModel
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
+    from harness.base.resolved import ResolvedModel
 
 ENGINES: Registry = Registry("engine", "harness.engines")
-
-
-class Request(BaseModel):
-    """One request of a workload: prompt token ids and the exact number of tokens to generate."""
-
-    prompt_token_ids: list[int]
-    output_tokens: int = Field(ge=1)
-
-
-class RequestTrace(BaseModel):
-    """What happened to one request. Times are seconds since the run's start (monotonic clock)."""
-
-    prompt_tokens: int
-    output_tokens: int = Field(description="tokens actually generated")
-    submitted_s: float
-    first_token_s: float | None = Field(default=None, description="arrival of the first output token, if observed")
-    finished_s: float
-    token_times_s: list[float] = Field(default_factory=list, description="arrival of each output token (or streamed "
-                                                                         "chunk), if observed")
-    error: str | None = Field(default=None, description="why the request failed (then it counts as failed, not completed)")
-
-
-class ServeRun(BaseModel):
-    """An engine's answer to a whole workload."""
-
-    traces: list[RequestTrace]
-    duration_s: float = Field(description="from the first submission to the last completion")
-    startup_s: float = Field(default=0.0, description="seconds to load the model / start the engine (set by serve())")
-    info: dict[str, Any] = Field(default_factory=dict)
 
 
 class Engine(Implementation):
     """Base of an engine config."""
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         """Why this engine cannot run ``cell`` on ``host`` (a skip reason), or None."""
         return None
 
@@ -76,11 +48,11 @@ class Engine(Implementation):
         equal configs can share one start. None: never shared."""
         return None
 
-    def start(self, cell: "Cell", model: "ResolvedModel") -> Any:
+    def start(self, cell: "CellView", model: "ResolvedModel") -> Any:
         """Load the model / start the engine; returns the handle ``run`` and ``stop`` take."""
         raise NotImplementedError
 
-    def run(self, handle: Any, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+    def run(self, handle: Any, cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
         """Run every request to completion on a started engine and return their traces."""
         raise NotImplementedError
 
@@ -101,7 +73,7 @@ class _Live(BaseModel):
 _LIVE: dict[str, _Live] = {}
 
 
-def serve(cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
     """Serve ``requests`` on ``cell``'s engine: started here, or reused from an earlier cell of the same
     group in this process. An engine without a group is stopped after its cell; a failed run stops
     its engine (the next cell of the group starts a fresh one)."""

@@ -34,9 +34,9 @@ from pydantic import Field
 from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
 
 if TYPE_CHECKING:
-    from harness.host import Host
-    from harness.models import ResolvedModel
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
+    from harness.base.resolved import ResolvedModel
 
 MIN_TRANSFORMERS = (5, 17)  # ContinuousBatchingConfig.page_size (it replaced block_size in 5.17)
 
@@ -69,7 +69,7 @@ class HFContinuous(Engine):
     block_size: int = Field(default=32, ge=4, description="Tokens per KV-cache block (HF's page_size).")
     max_batch_tokens: int = Field(default=512, ge=1, description="Most tokens (prefills and decodes) per forward pass.")
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         reason = transformers_reason()
         if reason is not None:
             return reason
@@ -84,7 +84,7 @@ class HFContinuous(Engine):
     def start_config(self) -> dict[str, Any] | None:
         return {"family": "hf-continuous"}  # the start only loads the model; each run makes its own cache
 
-    def start(self, cell: "Cell", model: "ResolvedModel") -> Any:
+    def start(self, cell: "CellView", model: "ResolvedModel") -> Any:
         lm = cell.precision.load(str(model.path), cell.device)
         lm.eval()
         return lm
@@ -103,7 +103,7 @@ class HFContinuous(Engine):
                                         max_batch_tokens=self.max_batch_tokens,
                                         max_requests_per_batch=self.max_requests_per_batch, seed=seed)
 
-    def run(self, handle: Any, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+    def run(self, handle: Any, cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
         import copy
 
         from transformers.generation.continuous_batching.utils import WorkloadHints

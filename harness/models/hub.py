@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -30,6 +31,12 @@ class Hub(ModelSource):
         if importlib.util.find_spec("huggingface_hub") is None:
             return "Hub models need the package huggingface_hub (pip install huggingface_hub)"
         return None
+
+    def config_dir(self) -> Path:
+        """A folder holding only the repository's config.json (no weights are downloaded)."""
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(self.id, "config.json", revision=self.revision)).parent
 
     def resolve(self) -> ResolvedModel:
         import time

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from harness._cachedir import build_once
+from harness.base.cachedir import build_once
+from harness.base.paths import CorpusName, cache_dir, corpus_path
 from harness.models import SOURCES, ModelSource, ResolvedModel
-from harness.paths import CorpusName, cache_dir, corpus_path
 
 BUILD_VERSION = 1
 

@@ -1,7 +1,7 @@
 """The parallelism axis of training: how a training cell spreads over processes (DDP, FSDP, DeepSpeed).
 
 One module per engine, each registering its config class in :data:`PARALLEL`. A cell with a parallel
-engine runs its ranks under ``torchrun`` (``harness.distributed``), each rank wrapping its freshly
+engine runs its ranks under ``torchrun`` (``harness.scenarios.training.launch``), each rank wrapping its freshly
 prepared model with :meth:`ParallelEngine.wrap`. ``zero_stage`` is the ZeRO stage the engine's
 sharding corresponds to, which the estimator uses to predict per-rank bytes: 0 replicates everything
 (DDP), 1 shards optimizer state, 2 also gradients, 3 also parameters.
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from harness.registry import Registry
-from harness.specbase import Implementation
+from harness.base.registry import Registry
+from harness.base.specbase import Implementation
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
-    from harness.host import Host
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
 
 PARALLEL: Registry = Registry("parallel engine", "harness.parallel")
 
@@ -39,7 +39,7 @@ class ParallelEngine(Implementation):
     def resolved_backend(self, device: str) -> str:
         return self.backend if self.backend != "auto" else ("nccl" if device == "cuda" else "gloo")
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         """Why this engine cannot run ``cell`` on ``host`` (a skip reason), or None."""
         if self.requires is not None and not host.has(self.requires[0]):
             return f"{self.requires[0]} is not installed ({self.requires[1]})"

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO: stage 1 shards optimizer state, 2 also gradients, 3 also parameters.
 
 DeepSpeed owns the optimizer step (``deepspeed.initialize`` wraps model and optimizer together), so
-instead of :meth:`~harness.parallel.ParallelEngine.wrap` this engine gives ``harness.rank`` a stepper
+instead of :meth:`~harness.parallel.ParallelEngine.wrap` this engine gives the step loop (:mod:`harness.scenarios.training.loop`) a stepper
 (:meth:`DeepSpeed.stepper`): the harness optimizer as DeepSpeed's client optimizer, ``engine.backward``
 per micro-batch (DeepSpeed divides by ``grad_accum`` itself) and ``engine.step`` after each micro-batch
 (it updates only at the accumulation boundary). ZeRO keeps gradients and partitions in its own flat
@@ -14,16 +14,15 @@ Runs on CUDA runners only. Untested in the harness' CI (no GPU, DeepSpeed not in
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from pydantic import Field
 
 from harness.parallel import PARALLEL, ParallelEngine
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
-    from harness.host import Host
-    from harness.scenarios.training import StepSettings
+    from harness.base.cellview import CellView, StepView
+    from harness.base.host import Host
 
 CPU_REASON = ("DeepSpeed ZeRO runs on CUDA runners only: without CUDA DeepSpeed switches to its CPU accelerator "
               "(validated on Intel Xeon only, oneCCL communication, kernels JIT-built with gcc), which the harness "
@@ -43,16 +42,16 @@ class DeepSpeed(ParallelEngine):
     def zero_stage(self) -> int:
         return self.stage
 
-    def supports(self, cell: Cell, host: Host) -> str | None:
+    def supports(self, cell: CellView, host: Host) -> str | None:
         if cell.device != "cuda":
             return CPU_REASON
         return super().supports(cell, host)
 
     def wrap(self, model: Any, device: str) -> Any:
         raise NotImplementedError("DeepSpeed wraps the model together with its optimizer; "
-                                  "harness.rank uses DeepSpeed.stepper instead of wrap")
+                                  "the step loop uses DeepSpeed.stepper instead of wrap")
 
-    def config(self, settings: StepSettings, dtype: Any) -> dict[str, Any]:
+    def config(self, settings: StepView, dtype: Any) -> dict[str, Any]:
         """The DeepSpeed config of a rank: micro-batch, accumulation, ZeRO stage and 16-bit mode."""
         import torch
 
@@ -69,22 +68,22 @@ class DeepSpeed(ParallelEngine):
             config["fp16"] = {"enabled": True}
         return config
 
-    def stepper(self, model: Any, settings: StepSettings, device: str) -> DeepSpeedStepper:
-        """A :class:`harness.rank.Stepper` running ``model`` under ``deepspeed.initialize``."""
-        return DeepSpeedStepper(self, model, settings, device)
+    def stepper(self, model: Any, settings: StepView, device: str, build: Callable[..., Any]) -> DeepSpeedStepper:
+        """A :class:`harness.scenarios.training.loop.Stepper` running ``model`` under ``deepspeed.initialize``,
+        with the optimizer ``build(name, params, lr, device)`` makes as DeepSpeed's client optimizer."""
+        return DeepSpeedStepper(self, model, settings, device, build)
 
 
 class DeepSpeedStepper:
-    """One rank's DeepSpeed engine in the shape ``harness.rank`` steps (see :class:`harness.rank.Stepper`)."""
+    """One rank's DeepSpeed engine in the shape the step loop steps (see :class:`harness.scenarios.training.loop.Stepper`)."""
 
     counts_bytes = False
 
-    def __init__(self, engine: DeepSpeed, model: Any, settings: StepSettings, device: str) -> None:
+    def __init__(self, engine: DeepSpeed, model: Any, settings: StepView, device: str, build: Callable[..., Any]) -> None:
         try:
             import deepspeed
         except ImportError as exc:
             raise ImportError("the deepspeed parallel engine needs DeepSpeed (pip install deepspeed)") from exc
-        from harness.optimizers import build
 
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer, self.info = build(settings.optimizer, params, settings.lr, device)

@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from harness.registry import Registry
-from harness.specbase import Implementation
+from harness.base.dtypes import TORCH_NAMES, element_bytes, short_name
+from harness.base.registry import Registry
+from harness.base.specbase import Implementation
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
-    from harness.host import Host
-    from harness.models import ResolvedModel
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
+    from harness.base.resolved import ResolvedModel
 
 PRECISIONS: Registry = Registry("precision", "harness.precisions")
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class Prepared(BaseModel):
@@ -59,29 +58,50 @@ class StorageModel(BaseModel):
 
 
 class Precision(Implementation):
-    """Base of a precision config."""
+    """Base of a precision config.
+
+    Capabilities other floors ask of a precision rather than naming kinds:
+    ``quantized`` (its Linear weights are stored quantized), ``adapter_mode`` (the training mode whose
+    adapters train over this base: ``lora`` over dense or LLM.int8 weights, ``qlora`` over 4-bit
+    bitsandbytes weights, None where the harness trains nothing over it), :meth:`storage` and
+    :meth:`layer_bytes` (its exact storage formula), :meth:`estimator_quant` (how ``harness estimate``
+    names it).
+    """
 
     quantized: ClassVar[bool] = False
+    adapter_mode: ClassVar[str | None] = "lora"
     requires: ClassVar[tuple[str, str] | None] = None  # (tracked package, install hint)
 
     @property
     def dtype(self) -> str:
         """torch dtype name of the unquantized weights and of activations (``compute_dtype`` or the kind)."""
-        return DTYPES[getattr(self, "compute_dtype", None) or self.kind]
+        return TORCH_NAMES[getattr(self, "compute_dtype", None) or self.kind]
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    @property
+    def dense_dtype(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``: the suite name of :attr:`dtype`."""
+        return short_name(self.dtype)
+
+    def estimator_quant(self) -> tuple[str, dict[str, Any]]:
+        """``(kind, settings)`` as :class:`harness.analytic.estimate.EstimateInput` takes it: ``("none", {})``
+        for dense weights, else this kind and the settings that change its storage."""
+        if not self.quantized:
+            return "none", {}
+        return self.kind, self.model_dump(mode="json", exclude={"kind", "name"})
+
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         """Why this precision cannot run ``cell`` on ``host`` (a skip reason), or None."""
         if self.requires is not None and not host.has(self.requires[0]):
             return f"{self.requires[0]} is not installed ({self.requires[1]})"
         return None
 
-    def prepare(self, model: "ResolvedModel", cell: "Cell") -> Prepared:
+    def prepare(self, model: "ResolvedModel", cell: "CellView") -> Prepared:
         """Make (or reuse) the checkpoint this precision loads; the default loads the model as it is."""
         return Prepared(path=model.path)
 
     def storage(self, in_features: int, out_features: int) -> StorageModel:
         """Analytic storage of a weight matrix in this precision (dense: the dtype's bits)."""
-        bits = {"float32": 32, "bfloat16": 16, "float16": 16}[self.dtype]
+        bits = 8 * element_bytes(self.dtype)
         return StorageModel(bits_per_weight=bits, formula=f"{bits} bits per weight ({self.dtype})")
 
     def layer_bytes(self, in_features: int, out_features: int) -> int:

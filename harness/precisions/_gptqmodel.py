@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.precisions.prequant import PreQuantized
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
-    from harness.host import Host
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
 
 
 # Why the toolchains the model cards name are not driven (backend -> (absent, present) skip reasons).
@@ -49,7 +49,7 @@ class GptqModelMethod(PreQuantized):
     kernel_prefix: ClassVar[str]
     cuda_kernels: ClassVar[frozenset[str]]
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         other = getattr(self, "backend")
         if other != "gptqmodel":
             absent, present = OTHER_BACKENDS[other]

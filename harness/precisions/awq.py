@@ -21,7 +21,7 @@ from harness.precisions import PRECISIONS, StorageModel
 from harness.precisions._gptqmodel import GptqModelMethod
 
 if TYPE_CHECKING:
-    from harness.host import Host
+    from harness.base.host import Host
 
 AwqKernel = Literal["auto", "torch", "torch_aten", "gemm", "gemv", "gemv_fast", "marlin", "exllama_v2"]
 

@@ -18,7 +18,7 @@ BLOCK = 64  # bitsandbytes' 4-bit block size (weights per absmax)
 BLOCK2 = 256  # double quantization: absmax constants per second-level block
 
 if TYPE_CHECKING:
-    from harness.host import Host
+    from harness.base.host import Host
 
 
 @PRECISIONS.register("nf4")
@@ -27,6 +27,7 @@ class BnB4bit(Precision):
     """bitsandbytes ``load_in_4bit`` quantization of every Linear layer except ``lm_head``."""
 
     quantized: ClassVar[bool] = True
+    adapter_mode: ClassVar[str | None] = "qlora"  # LoRA over a frozen 4-bit base, prepared for k-bit training
     requires: ClassVar[tuple[str, str] | None] = ("bitsandbytes", "pip install 'bitsandbytes>=0.48'")
     kind: Literal["nf4", "fp4"]
     double_quant: bool = Field(default=True, description="Re-quantize the per-block absmax constants to 8 bits.")

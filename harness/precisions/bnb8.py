@@ -16,7 +16,7 @@ from pydantic import Field
 from harness.precisions import PRECISIONS, Precision, StorageModel
 
 if TYPE_CHECKING:
-    from harness.host import Host
+    from harness.base.host import Host
 
 
 @PRECISIONS.register("int8")

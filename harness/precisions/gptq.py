@@ -23,7 +23,7 @@ from harness.precisions import PRECISIONS, StorageModel
 from harness.precisions._gptqmodel import GptqModelMethod
 
 if TYPE_CHECKING:
-    from harness.host import Host
+    from harness.base.host import Host
 
 GptqKernel = Literal["auto", "torch", "torch_aten", "torch_fused", "triton", "exllama_v2", "marlin", "machete", "bitblas"]
 

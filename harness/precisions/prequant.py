@@ -4,7 +4,7 @@ Quantizing is expensive, so :meth:`PreQuantized.prepare` caches the checkpoint u
 ``$HARNESS_CACHE_DIR/quantized/<kind>-<key>``. The key hashes the model's identity, the method's
 settings (the load-time ``kernel`` excluded), the toolchain versions and the source of the method's
 classes (so a change to how the harness calls the quantizer remakes it). It is made in a child
-process (:mod:`harness.child`) running inside the checkpoint folder: the cell's own peak memory is
+process (:mod:`harness.base.child`) running inside the checkpoint folder: the cell's own peak memory is
 not the quantizer's, and the logs the quantizer drops in its working directory stay with the
 checkpoint. The time and peak RSS of making it are kept with it and reported again on reuse.
 Calibration text comes from a shipped corpus the evaluation does not use (``calibration_prose``).
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from harness.paths import CorpusName, cache_dir, corpus_path
+from harness.base.paths import CorpusName, cache_dir, corpus_path
+from harness.base.specbase import StrictModel
 from harness.precisions import Precision, Prepared
-from harness.specbase import StrictModel
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
-    from harness.models import ResolvedModel
+    from harness.base.cellview import CellView
+    from harness.base.resolved import ResolvedModel
 
 META = "harness-quantized.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -56,7 +56,7 @@ def calibration_texts(cal: Calibration) -> list[str]:
 
 
 def _versions(packages: tuple[str, ...]) -> dict[str, str | None]:
-    from harness.host import package_versions
+    from harness.base.host import package_versions
 
     installed = package_versions()
     return {name: installed[name] for name in packages}
@@ -66,6 +66,7 @@ class PreQuantized(Precision):
     """A precision whose checkpoint is made by a calibrated quantizer and cached."""
 
     quantized: ClassVar[bool] = True
+    adapter_mode: ClassVar[str | None] = None  # the harness trains nothing over a packed checkpoint
     toolchain: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     load_only: ClassVar[frozenset[str]] = frozenset({"name", "kernel"})  # settings that do not change the checkpoint
     calibration: Calibration = Field(default_factory=Calibration, description="Calibration text for the quantizer.")
@@ -91,9 +92,9 @@ class PreQuantized(Precision):
                 "toolchain": _versions(self.toolchain), "code": code}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
-    def prepare(self, model: "ResolvedModel", cell: "Cell") -> Prepared:
-        from harness._cachedir import build_once
-        from harness.child import run_child
+    def prepare(self, model: "ResolvedModel", cell: "CellView") -> Prepared:
+        from harness.base.cachedir import build_once
+        from harness.base.child import run_child
 
         self.check_shape(json.loads((model.path / "config.json").read_text()))
         key = self.cache_key(model)
@@ -120,11 +121,9 @@ class PreQuantized(Precision):
 
 
 def quantize_in_child(payload: dict[str, Any]) -> dict[str, Any]:
-    """Child-process entry (see :mod:`harness.child`): rebuild the precision and quantize."""
-    from pydantic import TypeAdapter
+    """Child-process entry (see :mod:`harness.base.child`): rebuild the precision and quantize."""
+    from harness.precisions import PRECISIONS
 
-    from harness.axes import PrecisionConfig
-
-    precision = TypeAdapter(PrecisionConfig).validate_python(payload["precision"])
+    precision = PRECISIONS.get(payload["precision"]["kind"]).model_validate(payload["precision"])
     info = precision.quantize(Path(payload["src"]), Path(payload["out"]), payload["texts"], payload["device"])
     return {"info": info}

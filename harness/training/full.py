@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from harness.training import TRAINING_MODES, TrainingMode
 
 if TYPE_CHECKING:
-    from harness.host import Host
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
 
 
 @TRAINING_MODES.register("full")
@@ -17,7 +17,7 @@ class Full(TrainingMode):
 
     kind: Literal["full"] = "full"
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         if cell.precision.quantized:
             return f"full fine-tuning cannot update {cell.precision.kind} quantized weights (use lora)"
         return None

@@ -11,8 +11,8 @@ from pydantic import Field
 from harness.training import TRAINING_MODES, TrainingMode
 
 if TYPE_CHECKING:
-    from harness.host import Host
-    from harness.planner import Cell
+    from harness.base.cellview import CellView
+    from harness.base.host import Host
 
 
 @TRAINING_MODES.register("lora")
@@ -26,14 +26,24 @@ class LoRA(TrainingMode):
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
                                description="Names of the modules that get adapters.")
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
+    def supports(self, cell: "CellView", host: "Host") -> str | None:
         if not host.has("peft"):
             return "peft is not installed (pip install peft)"
-        if self.kind == "lora" and cell.precision.kind in ("nf4", "fp4"):
-            return f"LoRA over a 4-bit base is the qlora mode (kind: qlora); precision {cell.precision.label!r} is {cell.precision.kind}"
-        if cell.precision.kind in ("gptq", "awq"):
-            return f"training over {cell.precision.kind} checkpoints is not supported by the harness (use nf4 with qlora)"
+        p = cell.precision
+        if p.adapter_mode is None:
+            return f"training over {p.kind} checkpoints is not supported by the harness (use nf4 with qlora)"
+        if p.adapter_mode != self.kind:
+            return self.wrong_base(p)
         return None
+
+    def wrong_base(self, precision: Any) -> str:
+        """The skip reason when ``precision``'s adapters train under another mode."""
+        return (f"LoRA over {precision.kind} weights is the {precision.adapter_mode} mode (kind: {precision.adapter_mode}); "
+                f"precision {precision.label!r} is {precision.kind}")
+
+    def estimator_fields(self) -> dict[str, Any]:
+        """What :class:`harness.analytic.estimate.EstimateInput` needs of this mode."""
+        return {"lora_r": self.r, "lora_targets": list(self.targets)}
 
     def prepare(self, model: Any, *, gradient_checkpointing: bool) -> Any:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

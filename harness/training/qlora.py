@@ -4,18 +4,15 @@ The base is prepared with peft's ``prepare_model_for_kbit_training`` (its other 
 upcast to fp32, gradient checkpointing non-reentrant when asked); adapters train in fp32. The
 paper's recipe adds double quantization (a precision setting) and a paged optimizer
 (``optimizer: paged_adamw`` or ``paged_adamw8bit``; on CPU bitsandbytes falls back to ordinary memory).
+Which precisions are such a base is theirs to say (``adapter_mode = "qlora"``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from harness.training import TRAINING_MODES
 from harness.training.lora import LoRA
-
-if TYPE_CHECKING:
-    from harness.host import Host
-    from harness.planner import Cell
 
 
 @TRAINING_MODES.register("qlora")
@@ -24,7 +21,5 @@ class QLoRA(LoRA):
 
     kind: Literal["qlora"] = "qlora"  # type: ignore[assignment]
 
-    def supports(self, cell: "Cell", host: "Host") -> str | None:
-        if cell.precision.kind not in ("nf4", "fp4"):
-            return f"qlora trains over a 4-bit bitsandbytes base (nf4 or fp4); precision {cell.precision.label!r} is {cell.precision.kind}"
-        return super().supports(cell, host)
+    def wrong_base(self, precision: Any) -> str:
+        return f"qlora trains over a 4-bit bitsandbytes base (nf4 or fp4); precision {precision.label!r} is {precision.kind}"

@@ -1,0 +1,116 @@
+"""Trackers used inside cell workers: context managers around a region (torch is imported lazily).
+
+- :class:`PeakRSS`: peak resident memory of this process and its children, sampled, plus ru_maxrss.
+- :class:`Stopwatch`: monotonic time of a region, the device synchronized at both ends (:func:`sync`).
+- :func:`cap_memory`: give the process a memory budget, like a device of that size.
+
+Training's memory trackers (saved activations, per-phase allocator peaks) are in :mod:`harness.measure.anatomy`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from typing import Any
+
+
+class PeakRSS:
+    """Context manager sampling the resident set size of this process tree every ``interval_s``.
+
+    ``peak_bytes`` is the largest sampled sum over the tree, and (with ``lifetime_peak``) never less
+    than this process' own kernel-reported peak (``ru_maxrss``), which catches spikes between samples
+    but covers the whole life of the process, including what ran before the ``with`` block.
+    """
+
+    def __init__(self, interval_s: float = 0.05, *, lifetime_peak: bool = True) -> None:
+        self.interval_s = interval_s
+        self.lifetime_peak = lifetime_peak
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> int:
+        import psutil
+
+        proc = psutil.Process(os.getpid())
+        total = 0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="peak-rss")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._sample())
+        if self.lifetime_peak:
+            self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+            self.peak_bytes = max(self.peak_bytes, self_peak)
+
+
+def data_segment_bytes() -> int:
+    """This process' data segment now (``VmData``: heap and private writable mappings), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("/proc/self/status has no VmData line (not Linux?)")
+
+
+def cap_memory(gib: float, device: str) -> dict[str, int]:
+    """Give this process ``gib`` GiB from now on, like a device of that size: on CPU, ``RLIMIT_DATA`` is
+    set to the data segment already in use (Python, imported libraries) plus ``gib``; on CUDA, the
+    allocator's share of the device is ``gib``. Going over raises the allocator's out-of-memory error,
+    which the worker records as ``oom``. Returns ``{"cap_bytes", "baseline_bytes"}``."""
+    cap = int(gib * 2**30)
+    if device.startswith("cuda"):
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+        return {"cap_bytes": cap, "baseline_bytes": 0}
+    baseline = data_segment_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = baseline + cap if hard == resource.RLIM_INFINITY else min(baseline + cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return {"cap_bytes": cap, "baseline_bytes": baseline}
+
+
+def sync(device: str) -> None:
+    """Block until queued work on ``device`` is done (no-op on CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class Stopwatch:
+    """Monotonic timing of a region, synchronizing the device at both ends."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        sync(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self._start

@@ -1,0 +1,215 @@
+"""The runner: each cell in its own subprocess (its own process group) with a time limit.
+
+A crash, an out-of-memory kill or a hang becomes a record with status ``error``, ``oom`` or
+``timeout`` carrying the tail of the cell's log, and the suite goes on. Whatever happens, the
+cell's whole process group (engine workers, servers) is killed before the next cell starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from harness.pipeline.planner import Plan, PlannedCell
+from harness.results.environment import capture, code_key
+from harness.results.records import CellResult, Environment, Record
+from harness.results.store import Store
+from harness.spec.cell import Cell
+
+LOG_TAIL_CHARS = 4000
+
+
+def _kill_group(pgid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace_s``."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def _tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+
+
+class Runner:
+    """Runs cells in subprocesses. ``worker`` is the module run as ``python -m <worker>``."""
+
+    def __init__(self, *, log_dir: str | Path = "results/logs", worker: str = "harness.pipeline.worker",
+                 environment: Environment | None = None, grace_s: float = 5.0) -> None:
+        self.log_dir = Path(log_dir)
+        self.worker = worker
+        self.environment = environment or capture()
+        self.code_key = code_key()
+        self.grace_s = grace_s
+        self._rates: dict = {}
+
+    def _record(self, cell: Cell, command: str, started: datetime, duration: float, **fields) -> Record:
+        return Record(record_id=uuid.uuid4().hex, suite=cell.suite, cell_id=cell.id, cell_key=cell.key(),
+                      code_key=self.code_key, cell=cell.model_dump(mode="json"), environment=self.environment,
+                      seed=cell.seed, started_at=started, duration_s=duration, command=command, **fields)
+
+    def skipped(self, planned: PlannedCell, command: str) -> Record:
+        """The record of a cell the planner skipped."""
+        return self._record(planned.cell, command, datetime.now(timezone.utc), 0.0, status="skipped",
+                            reason=planned.skip, info={"skipped_by": planned.skipped_by})
+
+    def run(self, cell: Cell, command: str) -> Record:
+        """Run ``cell`` in a fresh process and return its record (never raises for the cell's failures)."""
+        return self.run_group([cell], [command])[0]
+
+    def run_group(self, cells: list[Cell], commands: list[str]) -> list[Record]:
+        """Run ``cells`` one after another in one fresh process (a group sharing an engine start) and
+        return one record per cell, in order. The time limit is the sum of the cells' limits. A
+        cell's result is kept as soon as it is written, so a crash or timeout later in the group
+        loses nothing measured: the cell running then gets the failure, those after it an error
+        saying they never ran."""
+        import json
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{cells[0].id}.log"
+        started = datetime.now(timezone.utc)
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="harness-cell-") as tmp:
+            cells_path, out_dir = Path(tmp) / "cells.json", Path(tmp) / "results"
+            out_dir.mkdir()
+            cells_path.write_text(json.dumps([c.model_dump(mode="json") for c in cells]))
+            status, reason = self._spawn(cells, cells_path, out_dir, log_path)
+            return self._collect(cells, commands, out_dir, log_path, started, time.monotonic() - t0, status, reason)
+
+    def _spawn(self, cells: list[Cell], cells_path: Path, out_dir: Path, log_path: Path) -> tuple[str, str]:
+        """Run the worker on ``cells`` in its own process group under the group's time limit; returns the
+        (status, reason) a cell left without a result gets. The whole group is killed afterwards."""
+        import json
+
+        limit = sum(c.timeout_s for c in cells)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        serving = {c.precision.dtype for c in cells if c.scenario == "serve" and c.device == "cpu"}
+        if serving:
+            from harness.measure.rates import RATES_ENV
+
+            env[RATES_ENV] = json.dumps(self.host_rates(serving))
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", self.worker, str(cells_path), str(out_dir)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env)
+            try:
+                rc = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid, self.grace_s)
+                proc.wait()
+                return "timeout", f"no result after {limit:g} s; process group killed"
+            except BaseException:  # Ctrl-C or the test runner stopping: leave nothing behind
+                _kill_group(proc.pid, self.grace_s)
+                proc.wait()
+                raise
+            finally:
+                _kill_group(proc.pid, self.grace_s)  # engine workers and servers the cells left running
+        if rc == -signal.SIGKILL:
+            return "oom", "killed by SIGKILL without a result (most likely the out-of-memory killer)"
+        if rc < 0:
+            return "error", f"crashed: killed by signal {signal.Signals(-rc).name}"
+        return "error", f"exited with code {rc} without a result"
+
+    def _collect(self, cells: list[Cell], commands: list[str], out_dir: Path, log_path: Path, started: datetime,
+                 duration: float, status: str, reason: str) -> list[Record]:
+        """One record per cell: its result file if it wrote one, else the group's failure for the cell
+        that was running and "not run" for those after it."""
+        import json
+
+        records: list[Record] = []
+        failed_at: str | None = None
+        group_info = {"group": [c.id for c in cells]} if len(cells) > 1 else {}
+        for i, (cell, command) in enumerate(zip(cells, commands)):
+            result_path = out_dir / f"{i}.json"
+            info = group_info | {"log": str(log_path)}
+            if result_path.is_file():
+                data = json.loads(result_path.read_text())
+                cell_status, cell_reason = data.pop("status"), data.pop("reason", None)
+                cell_s = data.pop("duration_s", duration)
+                result = CellResult.model_validate(data)  # a failure may carry what it measured before failing
+                tail = None if cell_status == "ok" else _tail(log_path)
+                records.append(self._record(cell, command, started, cell_s, status=cell_status, reason=cell_reason,
+                                            log_tail=tail, metrics=result.metrics, info=result.info | info))
+            elif failed_at is None:
+                failed_at = cell.id
+                records.append(self._record(cell, command, started, duration, status=status, reason=reason,
+                                            log_tail=_tail(log_path), info=info))
+            else:
+                records.append(self._record(cell, command, started, 0.0, status="error",
+                                            reason=f"not run: its group's process ended during {failed_at} ({status})",
+                                            info=info))
+        return records
+
+    def host_rates(self, dtypes: set[str]) -> dict:
+        """This CPU's read bandwidth and matmul FLOP/s per dtype (for serving cells' decode bound),
+        each measured once per runner."""
+        from harness.measure.rates import measure_flops, measure_memory_bandwidth
+
+        if "bandwidth" not in self._rates:
+            self._rates["bandwidth"] = measure_memory_bandwidth()
+        flops = self._rates.setdefault("flops", {})
+        for dtype in sorted(dtypes - set(flops)):
+            flops[dtype] = measure_flops("cpu", dtype)
+        return self._rates
+
+
+def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, only: set[str] | None = None,
+             on_start: Callable[[PlannedCell], None] | None = None,
+             on_record: Callable[[Record, bool], None] | None = None) -> list[Record]:
+    """Run every cell of ``plan`` (skips recorded as such), appending each record as it finishes.
+
+    With ``resume``, a cell already recorded as final for the same configuration and code is not run
+    again; its stored record is returned instead (``on_record(record, reused=True)``).
+    """
+    done = store.finished(plan.suite, runner.code_key) if resume else {}
+    records = []
+    ran: set[str] = set()
+    for planned in plan.cells:
+        cell = planned.cell
+        if (only is not None and cell.id not in only) or cell.id in ran:
+            continue
+        previous = done.get(cell.key())
+        if previous is not None and (planned.skip is None) == (previous.status != "skipped"):
+            records.append(previous)
+            if on_record:
+                on_record(previous, True)
+            continue
+        if planned.skip:
+            group = [planned]
+        else:  # this cell and the rest of its group still to run, in one process
+            group = [p for p in plan.runnable if p.cell.id == cell.id or (
+                cell.group is not None and p.cell.group == cell.group and p.cell.id not in ran
+                and (only is None or p.cell.id in only) and done.get(p.cell.key()) is None)]
+        for member in group:
+            if on_start:
+                on_start(member)
+        cells = [p.cell for p in group]
+        commands = [plan.command(c) for c in cells]
+        results = [runner.skipped(planned, commands[0])] if planned.skip else runner.run_group(cells, commands)
+        for record in results:
+            ran.add(record.cell_id)
+            store.append(record)
+            records.append(record)
+            if on_record:
+                on_record(record, False)
+    return records

@@ -1,0 +1,78 @@
+"""Runs cells inside their own process: ``python -m harness.pipeline.worker CELLS.json OUT_DIR``.
+
+CELLS.json is a list of cells (one, or a group sharing an engine start), run in order. After each
+cell ``i`` it writes ``OUT_DIR/i.json`` (atomically): ``{"status": "ok", "metrics": ..., "info": ...}``
+or ``{"status": "error"|"oom", "reason": ...}``, with the cell's ``duration_s``. Engines still
+running after the last cell are stopped before the process leaves. Tracebacks go to stderr, which the runner keeps as the cell's log.
+The ``__main__`` guard matters: vLLM spawns processes that re-import the main module.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.base.protocol import error_text, exit_now, guarded, is_oom, write_json
+
+if TYPE_CHECKING:
+    from harness.spec.cell import Cell
+
+
+def execute(cell: "Cell") -> dict[str, Any]:
+    """Resolve the cell's model, run its scenario, and return the result as a JSON-able mapping.
+
+    A result holding a metric the catalog does not declare (or in another unit) is an error: nothing
+    undeclared is ever recorded."""
+    from harness.metrics import UndeclaredMetricError, check, metric
+    from harness.results.records import CellFailure
+    from harness.scenarios import runner_for
+
+    def run() -> tuple[Any, Any]:
+        model = cell.model.resolve()
+        return model, runner_for(cell.scenario)(cell, model)
+
+    answer, exc = guarded(run)
+    if exc is not None or answer is None:  # every failure becomes a record, never a dead suite
+        status = "oom" if is_oom(exc) else "error"
+        if isinstance(exc, CellFailure):  # keep what the cell had measured or predicted
+            return {"status": status, "reason": str(exc)[:2000], **exc.partial.model_dump(mode="json")}
+        return {"status": status, "reason": error_text(exc)} if exc else {"status": "error", "reason": "no result"}
+    model, result = answer
+    result.info["model"] = {"path": str(model.path), "provenance": model.provenance, "made": model.made}
+    if model.made:
+        result.metrics["model_prepare_s"] = metric("model_prepare_s", model.prepare_s)
+    try:
+        check(result.metrics)
+    except UndeclaredMetricError as undeclared:
+        return {"status": "error", "reason": str(undeclared), "info": result.info}
+    return {"status": "ok", **result.model_dump(mode="json")}
+
+
+def main(argv: list[str]) -> int:
+    import time
+
+    from harness.spec.cell import Cell
+
+    faulthandler.enable()
+    if len(argv) != 2:
+        print("usage: python -m harness.pipeline.worker CELLS.json OUT_DIR", file=sys.stderr)
+        return 2
+    cells = [Cell.model_validate(c) for c in json.loads(Path(argv[0]).read_text())]
+    try:
+        for i, cell in enumerate(cells):
+            print(f"=== cell {cell.id} ({i + 1}/{len(cells)})", flush=True)
+            t0 = time.monotonic()
+            result = execute(cell)
+            write_json(Path(argv[1]) / f"{i}.json", result | {"duration_s": time.monotonic() - t0})
+    finally:
+        from harness.engines import stop_all
+
+        stop_all()
+    exit_now(0)  # framework atexit hooks (vLLM engine teardown) must not turn a result into a hang
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

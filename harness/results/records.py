@@ -1,0 +1,88 @@
+"""Versioned, self-describing records: one per cell, whatever became of it.
+
+A record holds the resolved cell, its status (ok / skipped / error / oom / timeout) with the reason
+and the tail of its log, its metrics (value, unit, raw samples), the environment it ran in (hardware,
+driver, framework versions, git SHA), its seed and timings, and the command that reproduces it.
+A failed record (error / oom / timeout) may carry what the cell measured or predicted before failing
+(e.g. a training cell's ``*_analytic`` anatomy); only ``ok`` records are results. Bump
+:data:`SCHEMA_VERSION` when the meaning of a field changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.base.host import Host
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "skipped", "error", "oom", "timeout"]
+STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "oom", "timeout")
+
+
+class Metric(BaseModel):
+    """One measured (or predicted) quantity. The metric's name carries its unit too (``decode_tok_s``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float
+    unit: str
+    samples: list[float] = Field(default_factory=list, description="raw samples the value summarizes")
+    stat: Literal["value", "mean", "median", "sum", "max", "min", "p90", "p99"] = Field(
+        default="value", description="how value summarizes samples")
+    source: Literal["measured", "analytic"] = "measured"
+    description: str = ""
+
+
+class CellResult(BaseModel):
+    """What a cell's worker returns: its metrics and the facts behind them."""
+
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class CellFailure(Exception):
+    """A cell that failed after measuring something: ``partial`` keeps what it had (predictions,
+    facts) so the failure record loses nothing; ``oom`` marks an out-of-memory failure."""
+
+    def __init__(self, reason: str, *, partial: CellResult | None = None, oom: bool = False) -> None:
+        super().__init__(reason)
+        self.partial = partial or CellResult()
+        self.oom = oom
+
+
+class Environment(Host):
+    """Where a record was produced: the host's facts plus the code's version."""
+
+    git_sha: str | None = None
+    git_dirty: bool | None = None
+    harness_version: str
+
+
+class Record(BaseModel):
+    """The outcome of one cell."""
+
+    schema_version: int = SCHEMA_VERSION
+    record_id: str
+    suite: str
+    cell_id: str
+    cell_key: str = Field(description="hash of the resolved cell configuration")
+    code_key: str = Field(description="hash of the harness code and framework versions that produced it")
+    cell: dict[str, Any] = Field(description="the resolved cell configuration")
+    status: Status
+    reason: str | None = None
+    log_tail: str | None = None
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    environment: Environment
+    seed: int
+    started_at: datetime
+    duration_s: float
+    command: str = Field(description="shell command that reproduces this cell alone")
+
+    def metric(self, name: str) -> float | None:
+        m = self.metrics.get(name)
+        return None if m is None else m.value

@@ -1,0 +1,147 @@
+"""Reference outputs of a suite's reference precision, and the distances of a cell's outputs from them.
+
+Every inference cell is compared with the reference precision on the same tokens: next-token
+distributions over the first ``kl_windows`` non-overlapping windows of ``seq_len`` corpus tokens
+(KL(reference || cell), mean over positions, in nats; top-1 agreement of the argmax), and the
+Text2SQL completions (output-length ratio, so a precision that stops early cannot pass as fast).
+
+The reference outputs are computed once per key (model identity, reference precision, protocol,
+harness code and framework versions) in a child process, and cached under
+``$HARNESS_CACHE_DIR/reference/<key>``; the reference cell itself is compared with them too, which
+must give zero distance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from harness.base.paths import cache_dir, corpus_ids
+
+if TYPE_CHECKING:
+    from harness.base.resolved import ResolvedModel
+    from harness.spec.cell import Cell
+
+LOGPROBS = "logprobs.pt"
+GENERATIONS = "text2sql.json"
+
+
+class Distance(BaseModel):
+    """How far a cell's next-token distributions are from the reference's, on the same positions."""
+
+    kl_nats: float = Field(description="mean over positions of KL(reference || cell), nats")
+    kl_window_nats: list[float] = Field(description="per-window means")
+    top1_agreement: float = Field(description="fraction of positions where the argmax token is the same")
+    positions: int
+
+
+def window_logprobs(model: Any, ids: list[int], seq_len: int, windows: int, device: str) -> Any:
+    """fp32 log-softmax of the next-token logits, shape [windows, seq_len, vocab], on CPU.
+
+    Windows are ``ids[k*seq_len:(k+1)*seq_len]``. Raises ValueError if the text is too short.
+    """
+    import torch
+
+    if len(ids) < windows * seq_len:
+        raise ValueError(f"KL needs {windows} windows of {seq_len} tokens but the corpus has {len(ids)} tokens")
+    out = []
+    with torch.inference_mode():
+        for k in range(windows):
+            x = torch.tensor([ids[k * seq_len:(k + 1) * seq_len]], device=device)
+            out.append(torch.log_softmax(model(input_ids=x).logits.float(), dim=-1)[0].cpu())
+    return torch.stack(out)
+
+
+def distance(ref: Any, cell: Any) -> Distance:
+    """KL(ref || cell) and top-1 agreement of two [windows, positions, vocab] log-prob tensors."""
+    import torch
+
+    if ref.shape != cell.shape:
+        raise ValueError(f"log-prob shapes differ: reference {tuple(ref.shape)}, cell {tuple(cell.shape)}")
+    for name, t in (("reference", ref), ("cell", cell)):
+        bad = (~torch.isfinite(t).all(dim=-1).all(dim=-1)).nonzero().flatten().tolist()
+        if bad:  # NaN logits would give a NaN KL and a meaningless argmax
+            raise ValueError(f"the {name}'s next-token log-probs are not finite in window(s) {bad}")
+    kl = torch.sum(ref.exp() * (ref - cell), dim=-1)  # [windows, positions]
+    top1 = (ref.argmax(-1) == cell.argmax(-1)).float().mean().item()
+    return Distance(kl_nats=kl.mean().item(), kl_window_nats=kl.mean(dim=1).tolist(), top1_agreement=top1,
+                    positions=int(kl.numel()))
+
+
+def _key(cell: "Cell", model: "ResolvedModel", protocol: dict[str, Any]) -> str:
+    from harness.base.host import Host
+    from harness.results.environment import code_key
+
+    assert cell.reference is not None
+    host = Host.detect()  # the same machine: another CPU or GPU may round differently
+    desc = {"model": model.identity(), "reference": cell.reference.model_dump(mode="json", exclude={"name"}),
+            "protocol": protocol, "device": cell.device, "code": code_key(),
+            "hardware": [host.cpu_model, host.cpu_count, [g.name for g in host.gpus]]}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure(cell: "Cell", model: "ResolvedModel", protocol: dict[str, Any]) -> tuple[Path, bool]:
+    """The folder of reference outputs for ``cell`` under ``protocol`` (made in a child if missing).
+
+    ``protocol``: ``corpus``, ``seq_len``, ``kl_windows``, and ``text2sql`` (settings or None).
+    Returns ``(folder, made)``.
+    """
+    from harness.base.cachedir import build_once
+    from harness.base.child import run_child
+
+    assert cell.reference is not None, "inference cells carry their reference precision"
+    final = cache_dir() / "reference" / _key(cell, model, protocol)
+
+    def make(tmp: Path) -> None:
+        payload = {"cell": cell.model_dump(mode="json"), "model": model.model_dump(mode="json"),
+                   "protocol": protocol, "out": str(tmp)}
+        answer = run_child("harness.scenarios.inference.reference:build_in_child", payload)
+        (tmp / "meta.json").write_text(json.dumps({"protocol": protocol, "make_s": answer["child_wall_s"],
+                                                   "reference": cell.reference.label}))
+
+    made, _ = build_once(final, make)
+    return final, made
+
+
+def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
+    """Child-process entry: load the reference precision and save its log-probs and completions."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from harness.base.resolved import ResolvedModel
+    from harness.measure import text2sql
+    from harness.spec.cell import Cell
+
+    cell = Cell.model_validate(payload["cell"])
+    model = ResolvedModel.model_validate(payload["model"])
+    protocol, out = payload["protocol"], Path(payload["out"])
+    assert cell.reference is not None
+    torch.manual_seed(cell.seed)
+    prepared = cell.reference.prepare(model, cell)
+    lm = cell.reference.load(str(prepared.path), cell.device)
+    lm.eval()
+    tok = AutoTokenizer.from_pretrained(model.path)
+    ids = corpus_ids(tok, protocol["corpus"])
+    torch.save(window_logprobs(lm, ids, protocol["seq_len"], protocol["kl_windows"], cell.device), out / LOGPROBS)
+    if protocol.get("text2sql") is not None:
+        s = text2sql.Text2SQLSettings.model_validate(protocol["text2sql"])
+        gens = text2sql.generate(lm, tok, text2sql.items(s.items), s, cell.device)
+        (out / GENERATIONS).write_text(text2sql.dumps(gens))
+    return {}
+
+
+def load_logprobs(folder: Path) -> Any:
+    import torch
+
+    return torch.load(folder / LOGPROBS)
+
+
+def load_generations(folder: Path) -> list[Any] | None:
+    from harness.measure import text2sql
+
+    path = folder / GENERATIONS
+    return text2sql.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,172 @@
+"""Launch the ranks of a data-parallel training cell with ``torchrun`` and collect their results.
+
+:func:`launch` runs ``python -m torch.distributed.run --standalone --nnodes 1 --nproc-per-node N -m
+harness.scenarios.training.rank CELL.json OUT_DIR`` (``--standalone`` rendezvous on a free local port) and reads back each
+rank's ``OUT_DIR/rank{r}.json`` (keys: see :mod:`harness.scenarios.training.rank`).
+
+Processes: torchrun stays in the caller's process group, so the runner's kill of a cell's group
+reaches it; torchrun puts every rank in a session of its own and stops them when it is stopped, and
+each rank also asks the kernel to kill it if torchrun dies. On a timeout or an interrupt, ``launch``
+stops torchrun and every process under it itself. torchrun's and the ranks' output goes to the
+caller's stderr and to ``OUT_DIR/torchrun.log``, whose tail goes into any error.
+
+Threads: each rank gets ``OMP_NUM_THREADS = max(1, usable cores // nproc)`` unless the caller set it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from harness.base.errors import HarnessError
+from harness.base.protocol import OOM_MESSAGES, pythonpath
+
+if TYPE_CHECKING:
+    from harness.spec.cell import Cell
+
+LOG_TAIL_CHARS = 4000
+OOM_MARKERS = (*OOM_MESSAGES, "memoryerror", "outofmemoryerror")  # messages and exception names
+GRACE_S = 10.0  # torchrun's own shutdown of its ranks, before everything left is SIGKILLed
+
+
+class DistributedError(HarnessError):
+    """A rank of a distributed cell failed, wrote no result, or torchrun timed out.
+
+    ``oom`` is True when a rank ran out of memory: its error says so, or torchrun saw a rank die of
+    SIGKILL (most likely the kernel's out-of-memory killer).
+    """
+
+    def __init__(self, message: str, *, oom: bool = False) -> None:
+        super().__init__(message)
+        self.oom = oom
+
+
+def torchrun_command(cell: Cell, cell_json: Path, out_dir: Path) -> list[str]:
+    """The torchrun command line running ``cell``'s ranks (one per ``cell.parallel.nproc``)."""
+    assert cell.parallel is not None
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(cell.parallel.nproc), "-m", "harness.scenarios.training.rank", str(cell_json), str(out_dir)]
+
+
+def rank_env(nproc: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of torchrun and its ranks: ``base`` (default: this process') plus the harness on
+    ``PYTHONPATH``, unbuffered output and ``OMP_NUM_THREADS`` split between the ranks (kept if set)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = pythonpath(env)
+    env["PYTHONUNBUFFERED"] = "1"
+    if not env.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+    return env
+
+
+def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[str, Any]]:
+    """Run ``cell``'s ranks under torchrun and return their result mappings, sorted by rank.
+
+    The cell's model is resolved and its precision's checkpoint prepared here first (cached builds the
+    ranks then reuse; ``timeout_s`` covers only torchrun). ``out_dir`` receives ``cell.json``,
+    ``torchrun.log`` and one ``rank{r}.json`` per rank (stale rank files are removed first).
+
+    Raises :class:`DistributedError` (a HarnessError) if a rank failed (its error message), was killed
+    or wrote no result, or if the ranks did not finish within ``timeout_s`` seconds (every process
+    under torchrun is then killed); the message names the ranks and ends with the tail
+    of the log. Interrupts stop torchrun and its ranks before propagating.
+    """
+    if cell.parallel is None:
+        raise DistributedError(f"cell {cell.id!r} has no parallel engine; distributed.launch runs parallel cells")
+    nproc = cell.parallel.nproc
+    # Build (or find) the model and its precision's checkpoint once, here, so the ranks find them cached.
+    cell.precision.prepare(cell.model.resolve(), cell)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("rank*.json"):
+        stale.unlink()
+    cell_json = out / "cell.json"
+    cell_json.write_text(cell.model_dump_json())
+    log_path = out / "torchrun.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(torchrun_command(cell, cell_json, out), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=rank_env(nproc))
+        tee = threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True, name="torchrun-log")
+        tee.start()
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            tee.join(timeout=5)
+            raise DistributedError(f"cell {cell.id!r}: the {nproc} ranks did not finish within {timeout_s:g} s; "
+                                   f"torchrun and its ranks were killed\n{_tail(log_path)}") from None
+        except BaseException:
+            _stop(proc)
+            raise
+        tee.join(timeout=5)
+    return _read_ranks(cell, out, rc, log_path)
+
+
+def _read_ranks(cell: Cell, out: Path, rc: int, log_path: Path) -> list[dict[str, Any]]:
+    """Every rank's result, or DistributedError naming the ranks that failed, were killed or wrote none."""
+    assert cell.parallel is not None
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
+    silent: list[int] = []
+    for r in range(cell.parallel.nproc):
+        path = out / f"rank{r}.json"
+        data = json.loads(path.read_text()) if path.is_file() else None
+        if data is None:
+            silent.append(r)
+        elif "error" in data:
+            failed.append(f"rank {r} failed: {data['error']}")
+        else:
+            results.append(data)
+    if failed or silent or rc != 0:
+        killed = _sigkilled_ranks(log_path.read_text(errors="replace"))
+        problems = [f"rank {r} was killed by SIGKILL (most likely the out-of-memory killer)" for r in killed]
+        problems += failed + [f"rank {r}: no result (stopped after another rank failed, or killed)"
+                              for r in silent if r not in killed]
+        oom = bool(killed) or any(m in f.lower() for f in failed for m in OOM_MARKERS)  # the protocol's markers
+        raise DistributedError(f"cell {cell.id!r}: torchrun exited with status {rc}: "
+                               f"{'; '.join(problems) or 'every rank wrote a result'}\n{_tail(log_path)}", oom=oom)
+    return results
+
+
+def _sigkilled_ranks(log: str) -> list[int]:
+    """Ranks torchrun's failure summary reports as ended by SIGKILL (``rank : R (local_rank: L)`` then
+    ``exitcode : -9 (pid: P)``)."""
+    return sorted({int(r) for r in re.findall(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*-9\b", log)})
+
+
+def _tee(src: IO[bytes] | None, log: IO[bytes]) -> None:
+    """Copy torchrun's output to the log file and to this process' stderr until it closes."""
+    if src is None:
+        return
+    for chunk in iter(lambda: src.read1(65536), b""):  # type: ignore[attr-defined]
+        log.write(chunk)
+        log.flush()
+        try:
+            sys.stderr.write(chunk.decode("utf-8", errors="replace"))
+            sys.stderr.flush()
+        except (OSError, ValueError):  # the caller's stderr is gone: the log file still has it
+            pass
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM torchrun and its ranks (found before torchrun goes: they live in their own sessions, out
+    of reach of a process-group kill), then SIGKILL whatever is alive after ``GRACE_S``."""
+    from harness.base.proctree import stop_tree
+
+    stop_tree(proc, GRACE_S)
+
+
+def _tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return "--- torchrun log (tail) ---\n" + data[-LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+

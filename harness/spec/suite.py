@@ -1,0 +1,201 @@
+"""Strict, typed suite specs. YAML is only their serialized form.
+
+A suite names a model, the precisions, the scenario blocks to cross them with (inference, training,
+serving), workloads, exclusions and per-cell settings. Every model forbids unknown keys; errors name
+the key's path (and the YAML line), what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from harness.base.errors import HarnessError
+from harness.base.specbase import Slug, StrictModel
+from harness.metrics import Threshold
+from harness.spec.axes import ModelRef, PrecisionConfig
+from harness.spec.inference import InferenceSettings
+from harness.spec.serving import ServingSettings
+from harness.spec.training import TrainingSettings
+from harness.spec.workloads import Workload
+
+AXES = ("scenario", "precision", "mode", "parallel", "engine", "workload")
+
+
+class Exclusion(StrictModel):
+    """Cells matching every given coordinate are skipped, with ``reason``."""
+
+    scenario: Literal["infer", "train", "serve"] | None = Field(default=None, description="Scenario to match.")
+    precision: str | None = Field(default=None, description="Precision name to match.")
+    mode: str | None = Field(default=None, description="Training mode name to match.")
+    parallel: str | None = Field(default=None, description="Parallel engine name to match (training).")
+    engine: str | None = Field(default=None, description="Engine name to match.")
+    workload: str | None = Field(default=None, description="Workload name to match.")
+    reason: str = Field(min_length=1, description="Why these cells are excluded (kept in their skip record).")
+
+    def matches(self, coords: dict[str, str]) -> bool:
+        wanted = {a: getattr(self, a) for a in AXES if getattr(self, a) is not None}
+        return bool(wanted) and all(coords.get(a) == v for a, v in wanted.items())
+
+
+class Suite(StrictModel):
+    """A declarative benchmark suite."""
+
+    name: Slug = Field(description="Suite name, the prefix of its cell ids.")
+    description: str = Field(default="", description="What the suite answers.")
+    model: ModelRef = Field(description="Model reference: embedded, tiny, local:PATH, hub:ORG/NAME, or a mapping.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where cells run; auto = cuda if present.")
+    seed: int = Field(default=0, description="Seed of every cell.")
+    timeout_s: float = Field(default=1800, gt=0, description="Per-cell time limit in seconds.")
+    precisions: list[PrecisionConfig] = Field(min_length=1, description="Precisions (kind: fp32, bf16, fp16, nf4, fp4, ...).")
+    workloads: list[Workload] = Field(default_factory=list, description="Generation workloads for serving.")
+    inference: InferenceSettings | None = Field(default=None, description="Inference cells: precision quality and speed.")
+    training: TrainingSettings | None = Field(default=None, description="Training cells: modes x precisions.")
+    serving: ServingSettings | None = Field(default=None, description="Serving cells: engines x precisions x workloads.")
+    exclude: list[Exclusion] = Field(default_factory=list, description="Cells to skip, with reasons.")
+    compare: dict[str, Threshold] = Field(default_factory=dict, description=(
+        "Regression thresholds of `harness compare` by metric name or fnmatch pattern, e.g. "
+        "{output_tok_s: {relative: 0.1}, text2sql_ex_ratio: {absolute: 0.02}}."))
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Suite":
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        precisions = [p.label for p in self.precisions]
+        workloads = [w.name for w in self.workloads]
+        modes = [m.label for m in self.training.modes] if self.training else []
+        parallel = [p.label for p in self.training.parallel if p is not None] if self.training else []
+        engines = [e.label for e in self.serving.engines] if self.serving else []
+        _unique(problems, ("precisions",), precisions)
+        _unique(problems, ("workloads",), workloads)
+        _unique(problems, ("training", "modes"), modes)
+        _unique(problems, ("training", "parallel"), parallel)
+        _unique(problems, ("serving", "engines"), engines)
+        if not (self.inference or self.training or self.serving):
+            problems.append(((), "a suite needs at least one of: inference, training, serving"))
+        for block in ("inference", "training", "serving"):
+            settings = getattr(self, block)
+            if settings is not None and settings.precisions is not None:
+                _known(problems, (block, "precisions"), settings.precisions, precisions)
+        if self.inference and self.inference.reference is not None:
+            _known(problems, ("inference", "reference"), [self.inference.reference], precisions)
+        if self.serving:
+            if not self.workloads:
+                problems.append((("workloads",), "serving needs at least one workload"))
+            if self.serving.workloads is not None:
+                _known(problems, ("serving", "workloads"), self.serving.workloads, workloads)
+        names = {"precision": precisions, "workload": workloads, "mode": modes, "parallel": parallel, "engine": engines}
+        for i, ex in enumerate(self.exclude):
+            for axis, allowed in names.items():
+                if getattr(ex, axis) is not None:
+                    _known(problems, ("exclude", i, axis), [getattr(ex, axis)], allowed)
+        if problems:
+            raise ValidationError.from_exception_data("Suite", [
+                InitErrorDetails(type=PydanticCustomError("cross_reference", msg.replace("{", "{{").replace("}", "}}")),
+                                 loc=loc, input=None) for loc, msg in problems])
+        return self
+
+
+def _unique(problems: list, loc: tuple[Any, ...], names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append((loc, f"names must be unique, repeated: {', '.join(dupes)} (set `name:` to tell them apart)"))
+
+
+def _known(problems: list, loc: tuple[Any, ...], values: list[str], allowed: list[str]) -> None:
+    from harness.base.registry import suggest
+
+    for v in values:
+        if v not in allowed:
+            problems.append((loc, f"unknown name {v!r}{suggest(v, allowed)}; defined: {', '.join(allowed) or 'none'}"))
+
+
+class SuiteError(HarnessError):
+    """A suite file that cannot be used; ``problems`` lists every problem as 'file:line: path: message'."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _line_of(node: Any, loc: tuple[Any, ...]) -> tuple[int | None, tuple[Any, ...]]:
+    """Walk a YAML node tree along ``loc``; return the deepest line found and loc without union tags."""
+    line = node.start_mark.line + 1 if node is not None else None
+    clean: list[Any] = []
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                kinds = [v.value for k, v in node.value if k.value == "kind"]
+                if kinds and kinds[0] == part:  # pydantic's discriminated-union tag, not a key
+                    continue
+                clean.append(part)
+                continue
+            clean.append(part)
+            line, node = pair[0].start_mark.line + 1, pair[1]
+            continue
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            clean.append(part)
+            continue
+        clean.append(part)
+        line = node.start_mark.line + 1
+    return line, tuple(clean)
+
+
+def format_errors(exc: ValidationError, source: str, root: Any = None) -> list[str]:
+    """One line per problem: ``source:line: dotted.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        line, loc = _line_of(root, loc) if root is not None else (None, loc)
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        prefix = f"{source}:{line}" if line else source
+        lines.append(f"{prefix}: {where}: {msg}")
+    return lines
+
+
+def load_suite(path: str | Path, *, model: str | None = None) -> Suite:
+    """Read and validate a suite file; ``model`` overrides its model reference.
+
+    Raises :class:`SuiteError` listing every problem (YAML syntax, unknown keys, wrong types...).
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteError(source, [f"{source}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise SuiteError(source, [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise SuiteError(source, [f"{source}: a suite is a mapping of keys (name, model, precisions, ...)"])
+    if model is not None:
+        data["model"] = model
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteError(source, format_errors(exc, source, root)) from None
+
+
+def suite_json_schema() -> dict[str, Any]:
+    """The JSON schema of a suite file."""
+    return Suite.model_json_schema()
+
+
+def dump_schema() -> str:
+    return json.dumps(suite_json_schema(), indent=2)

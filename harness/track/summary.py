@@ -1,0 +1,70 @@
+"""Summary tables of records in the terminal (rich): the tables of :mod:`harness.track.tables`, and the
+estimator's answer for ``harness estimate``. Reads records only."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.results.records import STATUSES, Record
+from harness.track.tables import TableView, views
+
+if TYPE_CHECKING:
+    from harness.analytic.estimate import Estimate
+
+STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}
+
+
+def rich_table(view: TableView) -> Table:
+    """A :class:`TableView` as a rich table (the cell id never wraps; values fold rather than vanish)."""
+    table = Table(title=view.title, title_justify="left", show_lines=False)
+    table.add_column("cell", no_wrap=True)
+    table.add_column("status")
+    for header in view.headers:
+        table.add_column(header, justify="right", overflow="fold")
+    for r, values in view.rows:
+        style = STATUS_STYLE.get(r.status, "")
+        table.add_row(r.cell_id, f"[{style}]{r.status}[/{style}]", *values)
+    return table
+
+
+def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
+    """One rich table per summary table present in ``records``, with its notes (skip and failure
+    reasons, loss curves)."""
+    return [(rich_table(v), [f"  {line}" for line in v.reasons + v.curves]) for v in views(records)]
+
+
+def print_summary(records: list[Record], console: Console | None = None) -> None:
+    console = console or Console()
+    for table, notes in tables(records):
+        console.print(table)
+        for line in notes:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells")
+
+
+def print_estimate(est: "Estimate", console: Console) -> None:
+    """The estimator's answer as a table in GiB (``--json`` gives the bytes)."""
+    gib = lambda v: "-" if v is None else f"{v / 2**30:,.3f} GiB"  # noqa: E731
+    inp = est.inputs
+    table = Table(title=f"Estimate for {est.model}: train={inp.train}, dtype={inp.dtype}, quant={inp.quant}, "
+                        f"optimizer={inp.optimizer}" + (f", ZeRO-{inp.zero_stage} x {inp.world_size}" if inp.world_size > 1 else ""),
+                  title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [("parameters", f"{est.params:,}"), ("trainable parameters", f"{est.trainable_params:,}"),
+            ("weights", gib(est.params_bytes)), ("gradients", gib(est.grads_bytes)),
+            ("optimizer state", gib(est.optimizer_bytes)), ("activations (saved)", gib(est.activation_bytes)),
+            ("activations (backward peak)", gib(est.activation_peak_bytes)),
+            ("KV cache per token", "-" if est.kv_cache_bytes_per_token is None else f"{est.kv_cache_bytes_per_token:,} bytes"),
+            ("KV cache", gib(est.kv_cache_bytes)),
+            ("quantized bits per weight", "-" if est.quantized_bits_per_param is None else f"{est.quantized_bits_per_param:.4f}"),
+            ("per rank", gib(est.per_rank_bytes)), ("total", gib(est.total_bytes))]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    for note in est.notes:
+        console.print(f"note: {note}", highlight=False)
