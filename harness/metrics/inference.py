@@ -24,7 +24,7 @@ METRICS = [
 ]
 
 TABLES = [
-    SummaryTable(scenario="infer", title="Inference: storage and accuracy", notes=True, columns=(
+    SummaryTable(scenario="infer", title="Inference: storage and accuracy", columns=(
         "quant_bits_per_param", "quant_bits_per_param_analytic", "weight_bytes", "perplexity", "kl_ref_nats",
         "top1_agreement_ref_ratio", "text2sql_ex_ratio", "text2sql_em_ratio", "output_length_ratio_ref")),
     SummaryTable(scenario="infer", title="Inference: speed and memory", columns=(

@@ -54,7 +54,7 @@ METRICS = [
 ]
 
 TABLES = [
-    SummaryTable(scenario="serve", title="Serving: throughput and latency", notes=True, columns=(
+    SummaryTable(scenario="serve", title="Serving: throughput and latency", columns=(
         "output_tok_s", "request_throughput_req_s", "goodput_req_s", "ttft_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_ms",
         "tpot_p99_ms", "itl_p99_ms", "e2el_ms", "e2el_p99_ms", "failed_requests", "peak_concurrency_requests")),
     SummaryTable(scenario="serve", title="Serving: engine, KV cache and decode bound", columns=(

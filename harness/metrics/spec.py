@@ -79,4 +79,3 @@ class SummaryTable(BaseModel):
     scenario: str
     title: str
     columns: tuple[str, ...]
-    notes: bool = Field(default=False, description="list the scenario's skip and failure reasons under it")

@@ -34,7 +34,7 @@ METRICS = [
 ]
 
 TABLES = [
-    SummaryTable(scenario="train", title="Training", notes=True, columns=(
+    SummaryTable(scenario="train", title="Training", columns=(
         "loss", "step_time_ms", "train_tok_s", "mfu_ratio", "trainable_params", "backward_peak_alloc_bytes",
         "step_peak_alloc_bytes", "peak_rss_bytes")),
 ]

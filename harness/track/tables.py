@@ -33,7 +33,6 @@ class TableView(BaseModel):
     rows: list[tuple[Record, list[str]]]
     reasons: list[str] = Field(default_factory=list, description="'<cell>: <status>: <reason>' of skips and failures")
     curves: list[str] = Field(default_factory=list, description="'<cell>: loss by step a -> b -> c' (training)")
-    residual: bool = Field(default=False, description="the anatomy table: its last header is the total's residual")
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -74,7 +73,7 @@ def anatomy_view(rows: list[Record]) -> TableView:
         out.append((r, [_anatomy_cell(r, name) for _, name in ANATOMY_COLUMNS]
                     + ["-" if resid is None else f"{resid / MiB:+,.3f}"]))
     return TableView(title=ANATOMY_TITLE, scenario="train", headers=[h for h, _ in ANATOMY_COLUMNS] + ["residual"],
-                     rows=out, residual=True)
+                     rows=out)
 
 
 def views(records: list[Record]) -> list[TableView]:
