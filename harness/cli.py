@@ -71,8 +71,10 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
         only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this cell id (repeatable)."),
         results: Path = typer.Option(Path("results"), "--results", help="Folder of the JSON Lines store."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip cells already recorded for the same code and config."),
+        strict: bool = typer.Option(False, "--strict", help="Record cells that are not valid (contended, too short, too few samples) as `invalid` and retry them."),
         ) -> None:
-    """Run suites cell by cell (each in its own process) and print a summary table."""
+    """Run suites cell by cell (each in its own process) and print a summary table. Exit 1 when a cell
+    failed (error, oom, timeout, invalid), 0 otherwise, 2 on bad input."""
     import signal
 
     def _stop(signum: int, frame: object) -> None:  # SIGTERM as Ctrl-C: the runner kills the cell's process group
@@ -97,7 +99,7 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
     if failed:
         raise typer.Exit(2)
     host = Host.detect()
-    store, runner = Store(results), Runner(log_dir=results / "logs")
+    store, runner = Store(results), Runner(log_dir=results / "logs", strict=strict)
     plans = [make_plan(suite, host, source=str(path), model_override=model) for path, suite in suites]
     if only:
         known = {c.cell.id for p in plans for c in p.cells}
@@ -129,49 +131,69 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
             progress.update(task, description=p.suite)
     print_summary(all_records, out)
     out.print(f"records: {', '.join(str(store.path_for(p.suite)) for p in plans)}", highlight=False)
-    raise typer.Exit(1 if any(r.status in ("error", "oom", "timeout") for r in all_records) else 0)
+    final = {r.cell_id: r for r in all_records}  # a retried cell counts by its last attempt
+    raise typer.Exit(1 if any(r.status in ("error", "oom", "timeout", "invalid") for r in final.values()) else 0)
 
 
 @app.command()
 def compare(base: Path = typer.Argument(..., help="Base results: a store folder or a .jsonl file."),
             new: Path = typer.Argument(..., help="New results: a store folder or a .jsonl file."),
-            suite: Optional[list[Path]] = typer.Option(None, "--suite", help="Suite YAML whose `compare:` thresholds apply (repeatable)."),
+            suite: Optional[list[Path]] = typer.Option(None, "--suite", help="Suite YAML whose `compare:` thresholds and `may_lose` apply (repeatable)."),
+            noise: Optional[Path] = typer.Option(None, "--noise", help="Noise file of `harness noise`: thresholds no tighter than this runner can detect."),
+            allow_invalid: bool = typer.Option(False, "--allow-invalid", help="Judge new records that are not valid (labelled) instead of failing."),
+            allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help="Judge pairs with another cell key or device (labelled)."),
             show_all: bool = typer.Option(False, "--all", help="Also list unchanged metrics."),
             ) -> None:
-    """Compare two result sets cell by cell; exit 1 on any regression, 0 otherwise (2: bad input)."""
-    from rich.table import Table
-
+    """Compare two result sets cell by cell, like with like; exit 1 on a regression, a lost cell or
+    metric, or an invalid new record; 0 otherwise (2: bad input)."""
     from harness.base.errors import HarnessError
     from harness.track.compare import compare as run_compare
     from harness.track.compare import load_results
+    from harness.track.compareview import print_comparison
+    from harness.track.noise import NoiseFile
 
     suites, failed = _load(suite or [], None)
     if failed:
         raise typer.Exit(2)
     try:
-        result = run_compare(load_results(base), load_results(new), {s.name: s.compare for _, s in suites})
+        noise_file = NoiseFile.read(noise) if noise else None
+        result = run_compare(load_results(base), load_results(new), {s.name: s.compare for _, s in suites},
+                             noise=noise_file, may_lose={s.name: s.may_lose for _, s in suites},
+                             allow_invalid=allow_invalid, allow_incomparable=allow_incomparable)
     except HarnessError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    style = {"regression": "red", "improvement": "green", "noise": "yellow", "unchanged": "dim"}
-    table = Table(title=f"{base} -> {new}")
-    for col in ("cell", "metric", "base", "new", "change", "threshold", "verdict"):
-        table.add_column(col, overflow="fold")
-    for c in result.changes:
-        if c.verdict == "unchanged" and not show_all:
-            continue
-        change = f"{c.relative:+.1%}" if c.relative is not None and c.threshold.relative is not None else f"{c.delta:+.4g}"
-        limit = f"{c.threshold.relative:.0%} rel" if c.threshold.relative is not None else f"{c.threshold.absolute:g} abs"
-        table.add_row(f"{c.suite}/{c.cell_id}", c.metric, f"{c.base:.4g}", f"{c.new:.4g}", change,
-                      f"{limit}, {c.direction} is better", f"[{style[c.verdict]}]{c.verdict}[/{style[c.verdict]}]")
-    out.print(table)
-    for label, cells in (("only in the base (missing from the new results)", result.only_base),
-                         ("only in the new results", result.only_new)):
-        if cells:
-            out.print(f"{len(cells)} cell(s) {label}: {', '.join(cells)}", highlight=False)
-    counts = {v: sum(c.verdict == v for c in result.changes) for v in style}
-    out.print(", ".join(f"{n} {v}" for v, n in counts.items()), highlight=False)
-    raise typer.Exit(1 if result.regressions else 0)
+    print_comparison(result, out, title=f"{base} -> {new}", show_all=show_all)
+    raise typer.Exit(1 if result.failures else 0)
+
+
+@app.command()
+def noise(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt,
+          only: Optional[list[str]] = typer.Option(None, "--only", help="Measure only this cell id (repeatable)."),
+          runs: int = typer.Option(3, "--runs", min=2, help="Fresh-process runs of every cell."),
+          results: Path = typer.Option(Path("results/noise"), "--results", help="Store of the runs' records."),
+          out_path: Path = typer.Option(Path("noise.json"), "--out", help="The noise file to write."),
+          ) -> None:
+    """Run cells K times, each in a fresh process, interleaved; write per metric the coefficient of
+    variation and the smallest change the gate can detect at 95 % (`harness compare --noise`)."""
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan as make_plan
+    from harness.pipeline.runner import Runner
+    from harness.results.store import Store
+    from harness.track.noise import measure_noise
+
+    suites, failed = _load(paths, model)
+    if failed:
+        raise typer.Exit(2)
+    host = Host.detect()
+    plans = [make_plan(s, host, source=str(p), model_override=model) for p, s in suites]
+    runner = Runner(log_dir=results / "logs")
+    noise_file = measure_noise(plans, Store(results), runner, runs=runs, only=set(only) if only else None,
+                               progress=lambda text: out.print(text, highlight=False, soft_wrap=True))
+    noise_file.write(out_path)
+    for line in noise_file.lines():
+        out.print(line, highlight=False, soft_wrap=True)
+    out.print(f"noise file: {out_path}", highlight=False)
 
 
 @app.command()
@@ -224,6 +246,11 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
         err.print(f"[yellow]warning[/yellow] {line}", highlight=False, soft_wrap=True)
     for line in report.problems:
         err.print(f"[red]not written[/red] {line}", highlight=False, soft_wrap=True)
+    if report.invalid:
+        err.print(f"[yellow]skipped {len(report.invalid)} invalid record(s)[/yellow] (not trusted, kept out of asv):",
+                  highlight=False)
+        for line in report.invalid:
+            err.print(f"  {line}", highlight=False, soft_wrap=True)
     out.print(f"{report.records} records -> {report.series} asv series in {len(report.files)} result file(s) under "
               f"{conf.results_dir}/{machine}", highlight=False)
     raise typer.Exit(2 if report.problems else 0)

@@ -28,6 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-suite", action="append", default=None, metavar="PATH",
                     help="Suite file(s) to run (default: every *.yaml beside the test module).")
     group.addoption("--harness-results", default="results", metavar="DIR", help="Folder of the JSON Lines store.")
+    group.addoption("--harness-strict", action="store_true", default=False,
+                    help="Record cells that are not valid (contended, too short, too few samples) as `invalid` (a failure).")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,7 +73,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def harness_runner(pytestconfig: pytest.Config) -> Any:
     from harness.pipeline.runner import Runner
 
-    return Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs")
+    return Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs",
+                  strict=pytestconfig.getoption("--harness-strict"))
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +117,14 @@ def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchm
         "units": {k: m.unit for k, m in record.metrics.items()},
         "coords": planned.cell.coords(), "command": command, "cell_duration_s": record.duration_s,
         "group": planned.cell.group,
+        "validity": record.validity.model_dump(mode="json") if record.validity else None,
     })
+    if record.status == "ok" and not record.trusted:
+        import warnings
+
+        assert record.validity is not None
+        warnings.warn(f"cell {record.cell_id} is not valid (its numbers are not trusted): "
+                      + "; ".join(record.validity.reasons), pytest.PytestWarning, stacklevel=1)
     if record.status != "ok":
         pytest.fail(f"cell {record.cell_id}: {record.status}: {record.reason}\n--- log tail ---\n{record.log_tail or ''}",
                     pytrace=False)

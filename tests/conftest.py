@@ -28,7 +28,7 @@ inference:
   max_windows: 2
   prompt_tokens: 16
   decode_tokens: 8
-  repeats: 2
+  repeats: 3
   text2sql: {items: 8, max_new_tokens: 16}
 training:
   precisions: [fp32]

@@ -34,6 +34,10 @@ def test_inference_precisions(records):
         assert math.isfinite(r.metric("perplexity")) and r.metric("perplexity") > 1
         assert len(r.metrics["perplexity"].samples) == 2  # two windows, as the protocol says
         assert r.info["perplexity_protocol"]["seq_len"] == 64
+        for name in ("perplexity", "kl_ref_nats", "top1_agreement_ref_ratio", "text2sql_ex_ratio", "text2sql_em_ratio"):
+            m = r.metrics[name]
+            tol = 1e-9 * max(1.0, abs(m.value))  # the resamples sum in another order than the value
+            assert m.ci_method and m.ci_low - tol <= m.value <= m.ci_high + tol, (name, m)
         assert r.metric("prefill_tok_s_bs1") > 0 and r.metric("decode_tok_s_bs1") > 0
         assert len(r.metrics["decode_tok_s_bs1"].samples) == 2 and r.metric("peak_rss_bytes") > 0
     # a random model on a 2048-token vocabulary: perplexity of the order of the vocabulary
@@ -63,7 +67,9 @@ def _check_serving(r, lengths):
     assert r.info["output_lengths"] == lengths and r.info["length_mismatches"] == []
     assert r.metric("output_tokens") == sum(lengths)
     assert r.metric("output_tok_s") == pytest.approx(sum(lengths) / r.metric("duration_s"))
-    assert len(r.metrics["e2el_ms"].samples) == len(lengths)
+    passes = r.info["passes"]["repeats"]
+    assert passes == 3 and len(r.metrics["output_tok_s"].samples) == passes  # one throughput per timed pass
+    assert len(r.metrics["e2el_ms"].samples) == passes * len(lengths)  # latencies: every request of every pass
     for ttft, e2el in zip(r.metrics["ttft_ms"].samples, r.metrics["e2el_ms"].samples):
         assert 0 < ttft <= e2el
     assert r.metric("e2el_p90_ms") >= r.metric("e2el_ms")
@@ -80,9 +86,10 @@ def test_hf_static_serving(records):
     for r in (bf16, nf4):
         _check_serving(r, lengths)
         assert r.info["engine"]["batches"] == 2
-    # static batching: every request of a batch completes together
+    # static batching: every request of a batch completes together, in every pass
     e2el = bf16.metrics["e2el_ms"].samples
-    assert len(set(e2el[:4])) == 1 and len(set(e2el[4:])) == 1
+    for p in range(0, len(e2el), 8):
+        assert len(set(e2el[p:p + 4])) == 1 and len(set(e2el[p + 4:p + 8])) == 1
 
 
 @pytest.mark.vllm

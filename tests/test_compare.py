@@ -92,20 +92,69 @@ def test_repeats_decide_between_a_regression_and_noise(tmp_path, env):
     assert change.verdict == "noise" and "95 % median intervals" in change.test
 
 
-def test_missing_cells_are_listed_and_suite_thresholds_override(tmp_path, env):
+def test_lost_cells_fail_the_gate_unless_the_suite_lets_them_go_and_suite_thresholds_override(tmp_path, env):
     base = write(tmp_path, "base", [record(env, "a", base_metrics()), record(env, "gone", base_metrics())])
     new = write(tmp_path, "new", [record(env, "a", base_metrics(tok_s=90.0)), record(env, "fresh", base_metrics())])
     res = run_cli(str(base), str(new))
     assert res.returncode == 1
-    assert "only in the base" in res.stdout and "s/gone" in res.stdout and "s/fresh" in res.stdout
+    assert "1 lost" in res.stdout and "s/gone: missing from the new results" in res.stdout and "s/fresh" in res.stdout
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\nmodel: tiny\nprecisions: [fp32]\ninference: {}\n"
                      "compare: {'output_*': {relative: 0.2}}\n")
-    assert run_cli(str(base), str(new), "--suite", str(suite)).returncode == 0
+    res = run_cli(str(base), str(new), "--suite", str(suite))
+    assert res.returncode == 1 and "gate: FAIL (1: lost: s/gone)" in res.stdout  # the threshold passes a; gone is still lost
+    suite.write_text(suite.read_text() + "may_lose: [gone]\n")
+    res = run_cli(str(base), str(new), "--suite", str(suite))
+    assert res.returncode == 0 and "s/gone: missing from the new results (allowed)" in res.stdout and "threshold" in res.stdout, res.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(suite.read_text().replace("relative: 0.2", "relative: 0.2, absolute: 1"))
     res = run_cli(str(base), str(new), "--suite", str(bad))
     assert res.returncode == 2 and "exactly one of" in res.stdout + res.stderr
+
+
+def test_a_cell_that_now_fails_or_loses_a_judged_metric_fails_the_gate(env):
+    base = [record(env, "a", base_metrics()), record(env, "b", base_metrics())]
+    crashed = record(env, "a", {}).model_copy(update={"status": "oom", "reason": "out of memory"})
+    fewer = base_metrics()
+    del fewer["ttft_ms"]
+    result = compare(base, [crashed, record(env, "b", fewer)])
+    assert [(u.cell_id, u.metric, u.why) for u in result.lost] == [
+        ("a", None, "now oom: out of memory"), ("b", "ttft_ms", "judged metric missing from the new record")]
+    assert result.failures == ["lost: s/a", "lost: s/b ttft_ms"]
+    allowed = compare(base, [crashed, record(env, "b", fewer)], may_lose={"s": ["a", "b:ttft_*"]})
+    assert allowed.failures == [] and all(u.allowed for u in allowed.lost)
+
+
+def test_only_like_with_like_is_judged(env):
+    base = [record(env, "a", base_metrics())]
+    other_model = record(env, "a", base_metrics(tok_s=50.0)).model_copy(
+        update={"cell_key": "k2", "cell": {"model": {"ref": "hub:x"}}})
+    result = compare(base, [other_model])
+    assert result.changes == [] and result.failures == []
+    assert result.not_comparable[0].why == "cell configuration changed (model): k -> k2"
+    forced = compare(base, [other_model], allow_incomparable=True)
+    assert forced.regressions and "not like with like" in forced.regressions[0].caveat
+    other_cpu = record(env, "a", base_metrics(tok_s=50.0))
+    other_cpu.environment = env.model_copy(update={"cpu_model": "Another CPU"})
+    assert "device: cpu (" in compare(base, [other_cpu]).not_comparable[0].why
+
+
+def test_invalid_records_are_never_a_silent_base_or_new_value(env):
+    from harness.results.records import Validity
+
+    bad = Validity(valid=False, reasons=["foreign CPU: other processes took 48% of the cell's 2 cores"])
+    trusted_base = record(env, "a", base_metrics())
+    contended_base = record(env, "a", base_metrics(tok_s=10.0)).model_copy(update={"validity": bad})
+    # the base is the latest trusted record: the contended 10 tok/s never becomes the baseline
+    result = compare([trusted_base, contended_base], [record(env, "a", base_metrics(tok_s=99.0))])
+    assert {c.metric: c.base for c in result.changes}["output_tok_s"] == 100.0 and not result.failures
+    contended_new = record(env, "a", base_metrics(tok_s=10.0)).model_copy(update={"validity": bad})
+    result = compare([trusted_base], [contended_new])
+    assert result.changes == [] and result.failures == ["invalid: s/a"] and "foreign CPU" in result.invalid[0].why
+    judged = compare([trusted_base], [contended_new], allow_invalid=True)
+    assert judged.regressions and judged.regressions[0].caveat.startswith("new record invalid (foreign CPU")
+    strict = contended_new.model_copy(update={"status": "invalid", "reason": bad.reasons[0]})
+    assert compare([trusted_base], [strict]).lost[0].why.startswith("now invalid: foreign CPU")
 
 
 def test_bad_inputs_exit_2_naming_them(tmp_path):

@@ -86,12 +86,18 @@ def test_accuracy_against_the_reference(run):
     assert ref.metric("output_length_ratio_ref") == 1.0
     assert ref.info["text2sql"]["same_sql_as_reference"] == 6
     assert len(ref.metrics["kl_ref_nats"].samples) == 2  # one mean per window
+    for name in ("perplexity_delta_ref", "text2sql_ex_delta_ref"):  # the reference against itself: 0, zero width
+        assert (ref.metric(name), ref.metrics[name].ci_low, ref.metrics[name].ci_high) == (0, 0, 0), name
     for name in ("int8", "nf4", "nf4-nodq", "fp4", "gptq", "awq"):
         r = ok(records, name)
         assert r.metric("kl_ref_nats") > 0, name
         assert 0 <= r.metric("top1_agreement_ref_ratio") < 1, name
         assert 0 <= r.metric("text2sql_ex_ratio") <= 1 and r.metric("output_length_ratio_ref") > 0
         assert r.info["reference"]["precision"] == "fp32"
+        for m in (r.metrics[k] for k in ("perplexity", "kl_ref_nats", "top1_agreement_ref_ratio", "text2sql_ex_ratio",
+                                         "text2sql_em_ratio", "perplexity_delta_ref", "text2sql_ex_delta_ref")):
+            tol = 1e-9 * max(1.0, abs(m.value))  # the resamples sum in another order than the value
+            assert m.ci_method and m.ci_low - tol <= m.value <= m.ci_high + tol, (name, m)
     # 4-bit codes are further from fp32 than bf16 rounding is
     assert ok(records, "nf4").metric("kl_ref_nats") > ok(records, "bf16").metric("kl_ref_nats")
 

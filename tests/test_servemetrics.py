@@ -8,7 +8,7 @@ import pytest
 
 from harness.base.wire import RequestTrace
 from harness.engines.loadgen import LoadProfile, gamma_arrivals
-from harness.measure.servemetrics import SLO, peak_concurrency, summarize
+from harness.measure.servemetrics import SLO, peak_concurrency, summarize, summarize_passes
 from harness.spec.workloads import Lengths, Workload
 
 # A: sent at 0, tokens at 100, 150, 250 ms. B: sent at 50 ms, tokens at 200, 300 ms. C: failed.
@@ -37,6 +37,41 @@ def test_metric_formulas_on_a_known_trace():
     assert (m["completed_requests"].value, m["failed_requests"].value) == (2, 1)
     assert m["peak_concurrency_requests"].value == 3
     assert "goodput_req_s" not in m
+
+
+def test_passes_give_throughput_samples_pooled_latencies_and_worst_pass_counts():
+    # three timed passes: TRACES in 0.3 s, then A alone in 0.5 s, then TRACES again in 0.4 s
+    passes = [(TRACES, 0.3), (TRACES[:1], 0.5), (TRACES, 0.4)]
+    m = summarize_passes(passes, SLO(ttft_ms=120))
+    assert m["output_tok_s"].samples == pytest.approx([5 / 0.3, 3 / 0.5, 5 / 0.4])
+    assert m["output_tok_s"].value == pytest.approx(5 / 0.4) and m["output_tok_s"].stat == "median"
+    assert m["request_throughput_req_s"].samples == pytest.approx([2 / 0.3, 1 / 0.5, 2 / 0.4])
+    assert m["total_tok_s"].value == pytest.approx(35 / 0.4)
+    assert m["duration_s"].samples == pytest.approx([0.3, 0.5, 0.4]) and m["duration_s"].value == pytest.approx(0.4)
+    assert m["goodput_req_s"].samples == pytest.approx([1 / 0.3, 1 / 0.5, 1 / 0.4])  # only A meets TTFT <= 120 ms
+    assert m["goodput_req_s"].value == pytest.approx(1 / 0.4) and "median of passes" in m["goodput_req_s"].description
+    # latencies: every completed request of every pass, pooled
+    assert sorted(m["ttft_ms"].samples) == pytest.approx([100, 100, 100, 150, 150])
+    assert m["ttft_ms"].value == pytest.approx(100) and m["ttft_mean_ms"].value == pytest.approx(600 / 5)
+    assert m["e2el_ms"].samples == pytest.approx([250] * 5)
+    assert sorted(m["itl_ms"].samples) == pytest.approx([50, 50, 50, 100, 100, 100, 100, 100])
+    assert m["itl_p90_ms"].value == pytest.approx(float(np.percentile(m["itl_ms"].samples, 90)))
+    # counts: one sample per pass, the worst pass as the value
+    assert m["completed_requests"].samples == [2, 1, 2] and m["completed_requests"].value == 1
+    assert m["completed_requests"].stat == "min"
+    assert m["output_tokens"].samples == [5, 3, 5] and m["output_tokens"].value == 3
+    assert m["failed_requests"].samples == [1, 0, 1] and m["failed_requests"].value == 1
+    assert m["peak_concurrency_requests"].samples == [3, 1, 3] and m["peak_concurrency_requests"].value == 3
+
+
+def test_one_pass_is_the_single_run_summary_and_passes_are_required():
+    one, single = summarize_passes([(TRACES, 0.3)]), summarize(TRACES, 0.3)
+    assert {k: (v.value, v.samples) for k, v in one.items()} == {k: (v.value, v.samples) for k, v in single.items()}
+    assert one["output_tok_s"].samples == pytest.approx([5 / 0.3])
+    with pytest.raises(ValueError, match="at least one pass"):
+        summarize_passes([])
+    with pytest.raises(ValueError, match="duration_s must be positive"):
+        summarize_passes([(TRACES, 0.3), (TRACES, 0.0)])
 
 
 @pytest.mark.parametrize(("slo", "good"), [

@@ -1,8 +1,9 @@
 """The vLLM server engine on the tiny model, for real: the harness's latency metrics conform to
 ``vllm bench serve`` on the same server, and no server process or port survives an interrupted cell.
 
-Also, without any engine: cells with identical engine starts form one group, and load levels
-expand into cells.
+Also, without any engine: cells with identical engine starts form one group, load levels expand
+into cells, and a cell's warm-up and timed passes run on one start with the engine's cache reset
+before each.
 """
 
 from __future__ import annotations
@@ -71,8 +72,87 @@ def test_equal_engine_starts_form_one_group_and_loads_expand_into_cells():
     s1, s2 = cells["srv-serve-vllm-server-fp32-c8"], cells["srv-serve-vllm-server-fp32-r4b0.5"]
     assert s1.group == s2.group != static.group
     assert s1.settings["load"]["concurrency"] == 8 and s2.settings["load"]["burstiness"] == 0.5
+    assert all(c.settings["repeats"] == 3 and c.settings["warmup"] == 1 for c in cells.values())  # the defaults
+    custom = next(p.cell for p in _plan(SUITE.replace("serving:\n", "serving:\n  repeats: 2\n  warmup: 0\n")).cells
+                  if p.cell.id == static.id)
+    assert (custom.settings["repeats"], custom.settings["warmup"]) == (2, 0) and custom.key() != static.key()
     assert s1.key() != s2.key()  # the load level is part of what a record measured
     assert static.key() == static.model_copy(update={"group": None}).key()  # grouping does not change results
+
+
+class _FakeEngine:
+    """Records what serve() asks of an engine, in order; its cache is on unless told otherwise."""
+
+    def __init__(self, events: list, cache: bool | None = True, fail_on_run: int | None = None) -> None:
+        self.events, self.cache, self.fail_on_run, self.runs = events, cache, fail_on_run, 0
+
+    def start(self, cell, model):
+        self.events.append("start")
+        return "handle"
+
+    def reset_cache(self, handle):
+        self.events.append("reset")
+        return self.cache
+
+    def run(self, handle, cell, model, requests):
+        from harness.base.wire import RequestTrace, ServeRun
+
+        self.runs += 1
+        self.events.append("run")
+        if self.runs == self.fail_on_run:
+            raise RuntimeError("engine died")
+        traces = [RequestTrace(prompt_tokens=1, output_tokens=1, submitted_s=0.0, finished_s=0.1) for _ in requests]
+        return ServeRun(traces=traces, duration_s=0.1 * self.runs, info={"pass": self.runs})
+
+    def stop(self, handle):
+        self.events.append("stop")
+
+
+def test_passes_run_on_one_start_with_the_cache_reset_before_each_and_only_timed_ones_timed():
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from harness.base.wire import Request
+    from harness.engines import serve, stop_all
+
+    events: list = []
+
+    @contextmanager
+    def timed():
+        events.append("timed{")
+        yield
+        events.append("}")
+
+    engine = _FakeEngine(events)
+    a, b = (SimpleNamespace(id=i, group="g", engine=engine) for i in ("a", "b"))
+    requests = [Request(prompt_token_ids=[1], output_tokens=1)]
+    try:
+        first = serve(a, None, requests, repeats=2, warmup=1, timed=timed)
+        second = serve(b, None, requests, repeats=1, warmup=0, timed=timed)
+    finally:
+        stop_all()
+    # one start for the group; a reset before every pass (the warm-up's and between the cells too),
+    # outside the timed region; the warm-up untimed
+    assert events == ["start", "reset", "run", "reset", "timed{", "run", "}", "reset", "timed{", "run", "}",
+                      "reset", "timed{", "run", "}", "stop"]
+    assert [r.info["pass"] for r in first.runs] == [2, 3] and first.warmup_s == [pytest.approx(0.1)]
+    assert first.prefix_cache == {"enabled": True, "reset_before_each_pass": True}
+    assert second.engine_start == {"shared": True, "started_by": "a", "cells_served": 2}
+    assert second.startup_s == first.startup_s and second.runs[0].startup_s == first.startup_s
+
+    # an engine with no cache that outlives a run, a cell of its own: stopped after its cell
+    events.clear()
+    alone = serve(SimpleNamespace(id="c", group=None, engine=_FakeEngine(events, cache=None)), None, requests)
+    assert events == ["start", "reset", "run", "stop"] and len(alone.runs) == 1
+    assert alone.prefix_cache == {"enabled": None, "reset_before_each_pass": False}
+
+    # a failed pass stops the engine (the group's next cell starts a fresh one) and raises
+    events.clear()
+    with pytest.raises(RuntimeError, match="engine died"):
+        serve(SimpleNamespace(id="d", group="h", engine=_FakeEngine(events, fail_on_run=2)), None, requests, repeats=3)
+    assert events == ["start", "reset", "run", "reset", "run", "stop"]
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        serve(a, None, requests, repeats=0)
 
 
 def test_repeated_load_levels_are_rejected(tmp_path):
@@ -133,6 +213,8 @@ def test_metrics_conform_to_vllm_bench_serve(tmp_path):
              "--save-result", "--save-detailed", "--result-dir", str(tmp_path), "--result-filename", "bench.json"],
             capture_output=True, text=True, timeout=600)
         assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+        # the server's cache config says prefix caching is on (vLLM's default): it is emptied before a pass
+        assert server.prefix_caching is True and engine.reset_cache(server) is True
         ours_run = engine.run(server, cell, model, requests)
     finally:
         engine.stop(server)
@@ -238,8 +320,10 @@ workloads:
     prompt_tokens: 300
     output_tokens: [8, 24]
 serving:
+  repeats: 2
+  warmup: 1
   engines:
-    - {kind: vllm-continuous, name: prefix-fp8kv-chunked, enable_prefix_caching: true, kv_cache_dtype: fp8,
+    - {kind: vllm-continuous, name: prefix-fp8kv-chunked, kv_cache_dtype: fp8,
        enable_chunked_prefill: true, max_num_batched_tokens: 64}
     - {kind: vllm-continuous, name: noprefix-ngram, enable_prefix_caching: false, speculative: {num_speculative_tokens: 3}}
 """
@@ -250,7 +334,9 @@ serving:
 @pytest.mark.timeout(900)
 def test_vllm_engine_options_run_on_cpu(tmp_path):
     """Prefix caching, chunked prefill, an fp8 KV cache and n-gram speculative decoding as suite settings:
-    each reaches the engine and shows its effect, and the generated token counts stay exact."""
+    each reaches the engine and shows its effect, and the generated token counts stay exact. Each cell
+    serves its workload once untimed and twice timed on one start; where the engine says prefix caching
+    is on (vLLM's default, not set by the suite), no pass finds the prompts of an earlier one."""
     from tests.conftest import run_suite_text
 
     records = run_suite_text(tmp_path, OPTIONS)[3]
@@ -259,12 +345,26 @@ def test_vllm_engine_options_run_on_cpu(tmp_path):
         assert r.status == "ok", (r.reason, r.log_tail)
         assert not r.info["length_mismatches"] and r.metric("failed_requests") == 0
         assert r.metric("output_tokens") == sum(r.info["output_lengths"])
+        # one warm-up and two timed passes: a throughput sample per timed pass, every request of both in the latencies
+        assert len(r.info["passes"]["warmup_s"]) == 1 and len(r.info["passes"]["timed_s"]) == 2
+        assert r.metrics["output_tok_s"].samples == pytest.approx([
+            sum(r.info["output_lengths"]) / d for d in r.info["passes"]["timed_s"]])
+        assert len(r.metrics["e2el_ms"].samples) == 2 * 12 and r.metrics["completed_requests"].samples == [12, 12]
     args = on.info["engine"]["engine_args"]
-    assert args["enable_prefix_caching"] and args["enable_chunked_prefill"] and args["max_num_batched_tokens"] == 64
+    assert "enable_prefix_caching" not in args  # left to vLLM (on)
+    assert args["enable_chunked_prefill"] and args["max_num_batched_tokens"] == 64
+    assert off.info["engine"]["engine_args"]["enable_prefix_caching"] is False
     assert off.info["engine"]["engine_args"]["speculative_config"]["method"] == "ngram"
-    # prefix caching: requests find the 256-token prefix cached, in whole KV blocks (128 tokens on CPU)
+    # whether prefix caching is on comes from the engine's own config; when on, it is emptied before every pass
+    assert on.info["engine"]["prefix_cache"] == {"enabled": True, "reset_before_each_pass": True}
+    assert off.info["engine"]["prefix_cache"] == {"enabled": False, "reset_before_each_pass": False}
+    # prefix caching: requests find the 256-token prefix cached, in whole KV blocks (128 tokens on CPU). In
+    # each pass the first request computes it and the others find it; had the cache not been emptied, every
+    # request of a timed pass would find its whole prefix (12 x 256) left by the pass before.
     block = on.info["engine"]["kv_block_size"]
-    assert on.metric("prefix_cached_tokens") >= 256 and on.metric("prefix_cached_tokens") % block == 0
+    cached = on.metrics["prefix_cached_tokens"].samples
+    assert len(cached) == 2 and on.metric("prefix_cached_tokens") == sum(cached)
+    assert all(256 <= c < 12 * 256 and c % block == 0 for c in cached), cached
     assert off.metric("prefix_cached_tokens") == 0
     # the engine's own counters over the run: prefix-cache hits, and n-gram drafts with their acceptance
     assert 0 < on.metric("prefix_cache_hit_ratio") <= 1 and "prefix_cache_hit_ratio" not in off.metrics

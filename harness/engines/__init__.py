@@ -11,14 +11,22 @@ with the same precision, model and device) form a *group*: the planner gives the
 the runner runs them in one worker process, and :func:`serve` starts the engine once for all of
 them (its start time is recorded on each, with who started it). An engine can also expand into
 several cells sharing its start (:meth:`Engine.points`, e.g. the server's load levels).
+
+:func:`serve` runs a cell's workload ``warmup`` times untimed, then ``repeats`` times timed, on that
+one start. Before every pass (so between the cells of a shared start too) it asks the engine to
+empty whatever cache a run leaves behind (:meth:`Engine.reset_cache`: vLLM's prefix cache, when the
+engine says it is on), so no pass is served from an earlier pass's prompts. The caller says how a
+timed pass is measured (``timed``: a context manager around each timed ``run``; this package
+imports nothing from ``harness.measure``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Callable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from harness.base.registry import Registry
 from harness.base.specbase import Implementation
@@ -56,6 +64,13 @@ class Engine(Implementation):
         """Run every request to completion on a started engine and return their traces."""
         raise NotImplementedError
 
+    def reset_cache(self, handle: Any) -> bool | None:
+        """Empty every cache a run leaves in the started engine for the next one (vLLM's prefix cache),
+        asking the engine whether it has one on. True: it was on and is now empty; False: the engine
+        has such a cache, switched off; None: no cache outlives a run, or the engine does not say
+        whether one is on (one that may have it empties it anyway). Raises if a reset fails."""
+        return None
+
     def stop(self, handle: Any) -> None:
         """Release what ``start`` took (processes, memory). Must not raise."""
 
@@ -73,11 +88,27 @@ class _Live(BaseModel):
 _LIVE: dict[str, _Live] = {}
 
 
-def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
-    """Serve ``requests`` on ``cell``'s engine: started here, or reused from an earlier cell of the same
-    group in this process. An engine without a group is stopped after its cell; a failed run stops
-    its engine (the next cell of the group starts a fresh one)."""
+class Served(BaseModel):
+    """What :func:`serve` returns: a cell's timed passes of one workload on one engine start."""
+
+    runs: list[ServeRun] = Field(description="the timed passes, in order (each run's times from its own start)")
+    warmup_s: list[float] = Field(default_factory=list, description="durations of the untimed passes before them")
+    startup_s: float = Field(description="the engine start this cell used (shared within a group)")
+    engine_start: dict[str, Any] = Field(description="shared, started_by, cells_served")
+    prefix_cache: dict[str, Any] = Field(description="enabled: the engine's answer (Engine.reset_cache: True, False, "
+                                                     "or None); reset_before_each_pass: emptied before every pass")
+
+
+def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request], *, repeats: int = 1, warmup: int = 0,
+          timed: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Served:
+    """Serve ``requests`` ``warmup`` times untimed, then ``repeats`` times each inside ``timed()``, on
+    ``cell``'s engine: started here, or reused from an earlier cell of the same group in this process.
+    The engine's cache is reset before every pass (outside ``timed``). An engine without a group is
+    stopped after its cell; a failed pass stops its engine (the next cell of the group starts a fresh
+    one) and raises. Raises ValueError for ``repeats`` < 1 or ``warmup`` < 0."""
     assert cell.engine is not None
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"serve needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     key = cell.group or f"cell:{cell.id}"
     live = _LIVE.get(key)
     if live is None:
@@ -86,18 +117,30 @@ def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> 
         handle = cell.engine.start(cell, model)
         live = _LIVE[key] = _Live(engine=cell.engine, handle=handle, startup_s=time.perf_counter() - t0,
                                   started_by=cell.id)
+    runs: list[ServeRun] = []
+    warm_s: list[float] = []
+    resets: list[bool | None] = []  # the engine's answer before each pass
     try:
-        result = cell.engine.run(live.handle, cell, model, requests)
+        for i in range(warmup + repeats):
+            resets.append(cell.engine.reset_cache(live.handle))
+            if i < warmup:
+                warm_s.append(cell.engine.run(live.handle, cell, model, requests).duration_s)
+                continue
+            with timed():
+                runs.append(cell.engine.run(live.handle, cell, model, requests))
     except BaseException:
         stop(key)
         raise
     live.cells_served += 1
     if cell.group is None:
         stop(key)
-    result.startup_s = live.startup_s
-    result.info["engine_start"] = {"shared": cell.group is not None, "started_by": live.started_by,
-                                   "cells_served": live.cells_served}
-    return result
+    for r in runs:
+        r.startup_s = live.startup_s
+    on = resets[0]
+    return Served(runs=runs, warmup_s=warm_s, startup_s=live.startup_s,
+                  engine_start={"shared": cell.group is not None, "started_by": live.started_by,
+                                "cells_served": live.cells_served},
+                  prefix_cache={"enabled": on, "reset_before_each_pass": on is True and all(resets)})
 
 
 def stop(key: str) -> None:

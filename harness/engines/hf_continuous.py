@@ -13,8 +13,9 @@ is reported as ``kv_cache_blocks`` x ``kv_block_size`` = ``kv_cache_tokens`` and
 skipped at plan time; requests that do not fit together wait (or are re-prefilled) rather than fail.
 
 Timed: from the first submission to the last completion. A fresh manager (cache, scheduler,
-background thread) is made before the clock starts and torn down after it stops, so no cell reuses
-another's cache; the model load is the engine start, shared by cells of the same precision. Outputs
+background thread) is made before the clock starts and torn down after it stops, so no pass or cell
+reuses another's cache (prefix sharing, ``prefix_sharing`` in the info, acts within a pass only);
+the model load is the engine start, shared by cells of the same precision. Outputs
 are streamed: each token is stamped when it reaches the calling thread (``token_times_s``,
 ``first_token_s``), ``finished_s`` when the request's final output does (HF's own ``record_timestamps``
 loses the stamps of tokens made before a re-prefill). A request HF fails comes back as a trace with
@@ -88,6 +89,11 @@ class HFContinuous(Engine):
         lm = cell.precision.load(str(model.path), cell.device)
         lm.eval()
         return lm
+
+    def reset_cache(self, handle: Any) -> bool | None:
+        # Nothing outlives a run: each run makes its own manager and paged cache and destroys them
+        # (``persistent_manager`` stays False, so none is cached on the model for the next run).
+        return None
 
     def stop(self, handle: Any) -> None:
         import gc

@@ -4,6 +4,7 @@ next batch starts only when the whole batch is done, so a short request waits fo
 Every request is submitted at t=0 (offline). A streamer timestamps each decoding step, so TTFT and
 inter-token gaps exist for HF too; a request completes when its batch's ``generate`` returns. A
 batch generates its longest request's length (EOS suppressed); each request counts its own length.
+Each ``generate`` call makes its own KV cache, so nothing carries over from one pass to the next.
 """
 
 from __future__ import annotations

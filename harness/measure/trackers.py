@@ -1,7 +1,8 @@
 """Trackers used inside cell workers: context managers around a region (torch is imported lazily).
 
 - :class:`PeakRSS`: peak resident memory of this process and its children, sampled, plus ru_maxrss.
-- :class:`Stopwatch`: monotonic time of a region, the device synchronized at both ends (:func:`sync`).
+- :class:`Stopwatch`: monotonic time of a region, the device synchronized at both ends (:func:`sync`),
+  its contention recorded (:mod:`harness.measure.contention`).
 - :func:`cap_memory`: give the process a memory budget, like a device of that size.
 
 Training's memory trackers (saved activations, per-phase allocator peaks) are in :mod:`harness.measure.anatomy`.
@@ -100,13 +101,20 @@ def sync(device: str) -> None:
 
 
 class Stopwatch:
-    """Monotonic timing of a region, synchronizing the device at both ends."""
+    """Monotonic timing of a region, synchronizing the device at both ends. The region is a timed
+    region of the cell: its contention is recorded (:func:`harness.measure.contention.timed_region`),
+    with the bookkeeping outside the measured interval."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", name: str = "stopwatch") -> None:
         self.device = device
+        self.name = name
         self.seconds = 0.0
 
     def __enter__(self) -> "Stopwatch":
+        from harness.measure.contention import timed_region
+
+        self._region = timed_region(self.name)
+        self._region.__enter__()
         sync(self.device)
         self._start = time.perf_counter()
         return self
@@ -114,3 +122,4 @@ class Stopwatch:
     def __exit__(self, *exc: Any) -> None:
         sync(self.device)
         self.seconds = time.perf_counter() - self._start
+        self._region.__exit__(*exc)

@@ -31,15 +31,17 @@ def spec_for(name: str) -> MetricSpec | None:
 
 
 def metric(name: str, value: float, *, samples: Iterable[float] = (), stat: str | None = None,
-           description: str | None = None) -> "Metric":
+           description: str | None = None, ci: tuple[float, float, str] | None = None) -> "Metric":
     """A :class:`~harness.results.records.Metric` named ``name``, in its declared unit, summary statistic
     (unless ``stat`` says how this value summarizes its samples) and source; ``description`` adds the
-    producer's detail (else the declared one). Raises :class:`UndeclaredMetricError`."""
+    producer's detail (else the declared one); ``ci`` is the value's 95 % interval as
+    ``(low, high, method)``. Raises :class:`UndeclaredMetricError`."""
     from harness.results.records import Metric
 
     spec = catalog().require(name)
     return Metric(value=value, unit=spec.unit, samples=[float(v) for v in samples], stat=stat or spec.stat,
-                  source=spec.source, description=spec.description if description is None else description)
+                  source=spec.source, description=spec.description if description is None else description,
+                  **({} if ci is None else {"ci_low": float(ci[0]), "ci_high": float(ci[1]), "ci_method": ci[2]}))
 
 
 def check(metrics: dict[str, Any]) -> None:

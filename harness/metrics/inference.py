@@ -8,12 +8,24 @@ METRICS = [
     m("quant_bits_per_param", "bits", "neither", "memory", "stored bits per weight of the target layers"),
     m("weight_bytes", "bytes", "lower", "memory", "parameters + buffers + quantization constants, as stored"),
     m("perplexity", "ppl", "lower", "quality",
-      "exp(mean NLL) over scored tokens; samples are per-window mean NLL (nats)"),
+      "exp(mean NLL) over scored tokens; samples are per-window mean NLL (nats); 95 % interval by a "
+      "bootstrap over windows, each weighted by its scored tokens"),
+    # The deltas to the reference are not judged; their bases are. While the reference stays put a delta
+    # moves exactly with its base, so judging both would count one regression twice, and a relative
+    # threshold (the quality kind's) means nothing on a difference that sits near 0.
+    m("perplexity_delta_ref", "ppl", "lower", "quality",
+      "perplexity minus the reference precision's on the same windows; 95 % interval by a paired bootstrap "
+      "over the windows; 0 on the reference cell itself", gate=False),
     m("kl_ref_nats", "nats", "lower", "quality", "KL(reference || this) per position, mean over positions; "
-                                                 "samples per window", stat="mean"),
-    m("top1_agreement_ref_ratio", "ratio", "higher", "accuracy", "fraction of positions with the reference's argmax token"),
-    m("text2sql_ex_ratio", "ratio", "higher", "accuracy", "Text2SQL execution accuracy"),
-    m("text2sql_em_ratio", "ratio", "higher", "accuracy", "exact match"),
+                                                 "samples per window; 95 % interval by a bootstrap over positions",
+      stat="mean"),
+    m("top1_agreement_ref_ratio", "ratio", "higher", "accuracy", "fraction of positions with the reference's argmax "
+                                                                 "token; 95 % interval by a bootstrap over positions"),
+    m("text2sql_ex_ratio", "ratio", "higher", "accuracy", "Text2SQL execution accuracy; 95 % Wilson interval"),
+    m("text2sql_em_ratio", "ratio", "higher", "accuracy", "exact match; 95 % Wilson interval"),
+    m("text2sql_ex_delta_ref", "ratio", "higher", "accuracy",
+      "Text2SQL execution accuracy minus the reference precision's on the same questions; 95 % interval by a "
+      "paired bootstrap over the questions; 0 on the reference cell itself; not judged, as its base is", gate=False),
     m("output_length_ratio_ref", "ratio", "neither", "quality",
       "completion tokens over the reference's on the Text2SQL prompts; samples are per item"),
     m("prefill_tok_s_bs*", "tok/s", "higher", "speed", "prefill: one forward of batch x prompt tokens", stat="median"),
@@ -25,8 +37,9 @@ METRICS = [
 
 TABLES = [
     SummaryTable(scenario="infer", title="Inference: storage and accuracy", columns=(
-        "quant_bits_per_param", "quant_bits_per_param_analytic", "weight_bytes", "perplexity", "kl_ref_nats",
-        "top1_agreement_ref_ratio", "text2sql_ex_ratio", "text2sql_em_ratio", "output_length_ratio_ref")),
+        "quant_bits_per_param", "quant_bits_per_param_analytic", "weight_bytes", "perplexity", "perplexity_delta_ref",
+        "kl_ref_nats", "top1_agreement_ref_ratio", "text2sql_ex_ratio", "text2sql_ex_delta_ref", "text2sql_em_ratio",
+        "output_length_ratio_ref")),
     SummaryTable(scenario="infer", title="Inference: speed and memory", columns=(
         "prefill_tok_s_bs*", "decode_tok_s_bs*", "load_s", "quantize_s", "peak_rss_bytes", "info:kernel")),
 ]

@@ -1,5 +1,10 @@
 """Metrics of serving cells (:mod:`harness.scenarios.serving`, :mod:`harness.measure.servemetrics`,
-:mod:`harness.analytic.decode`) and their summary tables. Latencies follow vLLM's definitions."""
+:mod:`harness.analytic.decode`) and their summary tables. Latencies follow vLLM's definitions.
+
+A cell runs its workload ``repeats`` times timed (after ``warmup`` untimed passes) on one engine
+start: throughputs and durations carry one sample per timed pass and report their median;
+latencies pool every request of every timed pass; counts carry one sample per pass and report the
+worst pass; engine counters and the decode bound cover all timed passes together."""
 
 from __future__ import annotations
 
@@ -13,35 +18,50 @@ LATENCIES = {"e2el": "end-to-end latency per request (submission to last token)"
 def _latencies() -> list[MetricSpec]:
     out = []
     for base, text in LATENCIES.items():
-        out.append(m(f"{base}_ms", "ms", "lower", "speed", f"{text}; median, samples kept", stat="median"))
+        out.append(m(f"{base}_ms", "ms", "lower", "speed", f"{text}; median over the requests of every timed pass, "
+                                                          "samples kept", stat="median"))
         for stat in ("p90", "p99", "mean"):
-            out.append(m(f"{base}_{stat}_ms", "ms", "lower", "speed", f"{text}; {stat}", stat=stat))
+            out.append(m(f"{base}_{stat}_ms", "ms", "lower", "speed", f"{text}; {stat} over the requests of every "
+                                                                      "timed pass", stat=stat))
     return out
 
 
 METRICS = [
-    m("output_tok_s", "tok/s", "higher", "speed", "generated tokens / duration"),
-    m("total_tok_s", "tok/s", "higher", "speed", "(prompt + generated tokens) / duration"),
-    m("request_throughput_req_s", "req/s", "higher", "speed", "completed requests / duration"),
-    m("goodput_req_s", "req/s", "higher", "speed", "requests meeting every SLO / duration"),
-    m("duration_s", "s", "lower", "speed", "first submission to last completion"),
-    m("output_tokens", "count", "neither", "count", "tokens generated", stat="sum"),
-    m("completed_requests", "count", "neither", "count", "requests completed", stat="sum"),
-    m("failed_requests", "count", "lower", "accuracy", "requests that failed", stat="sum"),
-    m("peak_concurrency_requests", "count", "neither", "count", "most requests in flight at once", stat="max"),
+    m("output_tok_s", "tok/s", "higher", "speed", "generated tokens / duration, per timed pass; median of passes",
+      stat="median"),
+    m("total_tok_s", "tok/s", "higher", "speed", "(prompt + generated tokens) / duration, per timed pass; median of "
+                                                 "passes", stat="median"),
+    m("request_throughput_req_s", "req/s", "higher", "speed", "completed requests / duration, per timed pass; median "
+                                                              "of passes", stat="median"),
+    m("goodput_req_s", "req/s", "higher", "speed", "requests meeting every SLO / duration, per timed pass; median of "
+                                                   "passes", stat="median"),
+    m("duration_s", "s", "lower", "speed", "first submission to last completion, per timed pass; median of passes",
+      stat="median"),
+    m("output_tokens", "count", "neither", "count", "tokens generated in a timed pass; the fewest of any pass",
+      stat="min"),
+    m("completed_requests", "count", "neither", "count", "requests completed in a timed pass; the fewest of any pass",
+      stat="min"),
+    m("failed_requests", "count", "lower", "accuracy", "requests that failed in a timed pass; the most of any pass",
+      stat="max"),
+    m("peak_concurrency_requests", "count", "neither", "count", "most requests in flight at once in any timed pass",
+      stat="max"),
     *_latencies(),
     m("startup_s", "s", "lower", "speed", "model load or engine start"),
     m("kv_cache_capacity_tokens", "count", "neither", "memory", "engine-reported: KV blocks x block size"),
     m("kv_cache_bytes_per_token_analytic", "bytes", "neither", "analytic",
       "2 x layers x kv_heads x head_dim x bytes per element", source="analytic"),
     m("kv_cache_capacity_bytes", "bytes", "neither", "memory", "engine-reported tokens x the bytes per token"),
-    m("prefix_cached_tokens", "count", "neither", "count", "prompt tokens served from the prefix cache", stat="sum"),
-    m("prefix_cache_hit_ratio", "ratio", "higher", "speed", "prompt tokens found in the prefix cache / looked up"),
-    m("spec_draft_tokens", "count", "neither", "count", "tokens proposed by speculative decoding", stat="sum"),
-    m("spec_acceptance_ratio", "ratio", "higher", "speed", "accepted / proposed speculative tokens"),
-    m("decode_tok_s", "tok/s", "higher", "speed", "output tokens after each request's first / duration"),
-    m("mean_decode_batch_requests", "count", "neither", "count", "requests decoding at once, time-averaged over the run",
-      stat="mean"),
+    m("prefix_cached_tokens", "count", "neither", "count", "prompt tokens served from the prefix cache, summed over "
+                                                           "the timed passes (samples per pass)", stat="sum"),
+    m("prefix_cache_hit_ratio", "ratio", "higher", "speed", "prompt tokens found in the prefix cache / looked up, over "
+                                                            "the timed passes"),
+    m("spec_draft_tokens", "count", "neither", "count", "tokens proposed by speculative decoding, summed over the timed "
+                                                        "passes", stat="sum"),
+    m("spec_acceptance_ratio", "ratio", "higher", "speed", "accepted / proposed speculative tokens, over the timed passes"),
+    m("decode_tok_s", "tok/s", "higher", "speed", "output tokens after each request's first / duration, over the timed "
+                                                  "passes together"),
+    m("mean_decode_batch_requests", "count", "neither", "count", "requests decoding at once, time-averaged over the "
+                                                                 "timed passes", stat="mean"),
     m("memory_bandwidth_bytes_s", "bytes/s", "higher", "host", "measured read bandwidth of the device", gate=False),
     m("decode_step_read_bytes_analytic", "bytes", "neither", "analytic",
       "weights + mean batch x mean context x KV bytes per token", source="analytic"),

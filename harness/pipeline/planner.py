@@ -51,7 +51,7 @@ def _pick(names: list[str] | None, items: list[Any], label: Any) -> list[Any]:
 def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
     """Every cell of the suite's cross-product, in a stable order (inference, training, serving)."""
     common: dict[str, Any] = dict(suite=suite.name, model=suite.model, device=device, seed=suite.seed,
-                                  timeout_s=suite.timeout_s)
+                                  timeout_s=suite.timeout_s, validity=suite.validity)
     label = lambda x: x.label  # noqa: E731
     cells: list[Cell] = []
     if suite.inference:
@@ -73,7 +73,9 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
                                           parallel=par, settings=point, **common))
     if suite.serving:
         workloads = _pick(suite.serving.workloads, suite.workloads, lambda w: w.name)
-        serve_settings = {"slo": suite.serving.slo.model_dump(mode="json")} if suite.serving.slo else {}
+        serve_settings: dict[str, Any] = {"repeats": suite.serving.repeats, "warmup": suite.serving.warmup}
+        if suite.serving.slo:
+            serve_settings["slo"] = suite.serving.slo.model_dump(mode="json")
         for e in suite.serving.engines:
             for p in _pick(suite.serving.precisions, suite.precisions, label):
                 for w in workloads:

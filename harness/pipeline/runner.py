@@ -3,6 +3,12 @@
 A crash, an out-of-memory kill or a hang becomes a record with status ``error``, ``oom`` or
 ``timeout`` carrying the tail of the cell's log, and the suite goes on. Whatever happens, the
 cell's whole process group (engine workers, servers) is killed before the next cell starts.
+
+Each record carries the validity the worker judged (:mod:`harness.measure.validity`); a strict runner
+(or a suite whose ``validity.strict`` is set) records an invalid cell as status ``invalid``, and
+:func:`run_plan` runs it again after a pause (``validity.retries`` times), keeping every record.
+The worker gets no more threads than the cores it may use: ``OMP_NUM_THREADS`` and vLLM's CPU
+thread binding (``VLLM_CPU_OMP_THREADS_BIND``) are set to this process' affinity unless already set.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Callable
 
 from harness.pipeline.planner import Plan, PlannedCell
 from harness.results.environment import capture, code_key
-from harness.results.records import CellResult, Environment, Record
+from harness.results.records import CellResult, Environment, Record, Validity
 from harness.results.store import Store
 from harness.spec.cell import Cell
 
@@ -43,6 +49,23 @@ def _kill_group(pgid: int, grace_s: float = 5.0) -> None:
             time.sleep(0.1)
 
 
+def cpu_list(cpus: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"`` (the form OpenMP and vLLM's thread binding read)."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
+
+
+def thread_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the worker's threads held to this process' cores (values already set are kept)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return {"OMP_NUM_THREADS": str(len(cpus)), "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus)} | env
+
+
 def _tail(path: Path) -> str:
     try:
         data = path.read_bytes()
@@ -55,12 +78,13 @@ class Runner:
     """Runs cells in subprocesses. ``worker`` is the module run as ``python -m <worker>``."""
 
     def __init__(self, *, log_dir: str | Path = "results/logs", worker: str = "harness.pipeline.worker",
-                 environment: Environment | None = None, grace_s: float = 5.0) -> None:
+                 environment: Environment | None = None, grace_s: float = 5.0, strict: bool = False) -> None:
         self.log_dir = Path(log_dir)
         self.worker = worker
         self.environment = environment or capture()
         self.code_key = code_key()
         self.grace_s = grace_s
+        self.strict = strict
         self._rates: dict = {}
 
     def _record(self, cell: Cell, command: str, started: datetime, duration: float, **fields) -> Record:
@@ -102,7 +126,7 @@ class Runner:
         import json
 
         limit = sum(c.timeout_s for c in cells)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = thread_env(dict(os.environ, PYTHONUNBUFFERED="1"))
         serving = {c.precision.dtype for c in cells if c.scenario == "serve" and c.device == "cpu"}
         if serving:
             from harness.measure.rates import RATES_ENV
@@ -146,10 +170,14 @@ class Runner:
                 data = json.loads(result_path.read_text())
                 cell_status, cell_reason = data.pop("status"), data.pop("reason", None)
                 cell_s = data.pop("duration_s", duration)
+                validity = Validity.model_validate(data.pop("validity")) if data.get("validity") else None
                 result = CellResult.model_validate(data)  # a failure may carry what it measured before failing
-                tail = None if cell_status == "ok" else _tail(log_path)
+                if cell_status == "ok" and validity is not None and not validity.valid and (self.strict or cell.validity.strict):
+                    cell_status, cell_reason = "invalid", "; ".join(validity.reasons)
+                tail = None if cell_status in ("ok", "invalid") else _tail(log_path)
                 records.append(self._record(cell, command, started, cell_s, status=cell_status, reason=cell_reason,
-                                            log_tail=tail, metrics=result.metrics, info=result.info | info))
+                                            log_tail=tail, metrics=result.metrics, info=result.info | info,
+                                            validity=validity))
             elif failed_at is None:
                 failed_at = cell.id
                 records.append(self._record(cell, command, started, duration, status=status, reason=reason,
@@ -179,7 +207,9 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
     """Run every cell of ``plan`` (skips recorded as such), appending each record as it finishes.
 
     With ``resume``, a cell already recorded as final for the same configuration and code is not run
-    again; its stored record is returned instead (``on_record(record, reused=True)``).
+    again; its stored record is returned instead (``on_record(record, reused=True)``). A cell recorded
+    ``invalid`` runs again after its suite's ``validity.retry_pause_s``, up to ``validity.retries``
+    times; every attempt's record is kept (the latest counts).
     """
     done = store.finished(plan.suite, runner.code_key) if resume else {}
     records = []
@@ -206,10 +236,21 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
         cells = [p.cell for p in group]
         commands = [plan.command(c) for c in cells]
         results = [runner.skipped(planned, commands[0])] if planned.skip else runner.run_group(cells, commands)
-        for record in results:
-            ran.add(record.cell_id)
-            store.append(record)
-            records.append(record)
-            if on_record:
-                on_record(record, False)
+        for attempt in range(1 + max((c.validity.retries for c in cells), default=0)):
+            for record in results:
+                ran.add(record.cell_id)
+                store.append(record)
+                records.append(record)
+                if on_record:
+                    on_record(record, False)
+            again = [(c, cmd) for c, cmd, r in zip(cells, commands, results)
+                     if r.status == "invalid" and attempt < c.validity.retries]
+            if not again:
+                break
+            time.sleep(max(c.validity.retry_pause_s for c, _ in again))  # let whatever contended pass
+            for c, _ in again:
+                if on_start:
+                    on_start(next(p for p in group if p.cell.id == c.id))
+            cells, commands = [c for c, _ in again], [cmd for _, cmd in again]
+            results = runner.run_group(cells, commands)
     return records

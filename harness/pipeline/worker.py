@@ -2,7 +2,9 @@
 
 CELLS.json is a list of cells (one, or a group sharing an engine start), run in order. After each
 cell ``i`` it writes ``OUT_DIR/i.json`` (atomically): ``{"status": "ok", "metrics": ..., "info": ...}``
-or ``{"status": "error"|"oom", "reason": ...}``, with the cell's ``duration_s``. Engines still
+or ``{"status": "error"|"oom", "reason": ...}``, with the cell's ``duration_s`` and its ``validity``
+(the contention figures of its timed regions judged by the cell's rules, :mod:`harness.measure.validity`).
+Before each cell, torch gets one intra-op thread per core this process may use, never more. Engines still
 running after the last cell are stopped before the process leaves. Tracebacks go to stderr, which the runner keeps as the cell's log.
 The ``__main__`` guard matters: vLLM spawns processes that re-import the main module.
 """
@@ -51,9 +53,21 @@ def execute(cell: "Cell") -> dict[str, Any]:
     return {"status": "ok", **result.model_dump(mode="json")}
 
 
+def validity(cell: "Cell", result: dict[str, Any], threads: dict[str, Any]) -> dict[str, Any]:
+    """The cell's validity (as JSON) from the contention of its timed regions and its metrics."""
+    from harness.measure import contention
+    from harness.measure.validity import judge
+    from harness.results.records import Metric
+
+    figures = contention.figures(threads.get("threads")) | {"omp_num_threads": threads.get("omp_num_threads")}
+    metrics = {k: Metric.model_validate(v) for k, v in (result.get("metrics") or {}).items()}
+    return judge(figures, metrics, cell.validity).model_dump(mode="json")
+
+
 def main(argv: list[str]) -> int:
     import time
 
+    from harness.measure import contention
     from harness.spec.cell import Cell
 
     faulthandler.enable()
@@ -65,8 +79,12 @@ def main(argv: list[str]) -> int:
         for i, cell in enumerate(cells):
             print(f"=== cell {cell.id} ({i + 1}/{len(cells)})", flush=True)
             t0 = time.monotonic()
+            contention.reset()
+            threads = contention.pin_threads()
             result = execute(cell)
-            write_json(Path(argv[1]) / f"{i}.json", result | {"duration_s": time.monotonic() - t0})
+            duration = time.monotonic() - t0
+            write_json(Path(argv[1]) / f"{i}.json", result | {"duration_s": duration,
+                                                              "validity": validity(cell, result, threads)})
     finally:
         from harness.engines import stop_all
 

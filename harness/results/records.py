@@ -1,11 +1,15 @@
 """Versioned, self-describing records: one per cell, whatever became of it.
 
-A record holds the resolved cell, its status (ok / skipped / error / oom / timeout) with the reason
+A record holds the resolved cell, its status (ok / skipped / error / oom / timeout / invalid) with the reason
 and the tail of its log, its metrics (value, unit, raw samples), the environment it ran in (hardware,
 driver, framework versions, git SHA), its seed and timings, and the command that reproduces it.
 A failed record (error / oom / timeout) may carry what the cell measured or predicted before failing
-(e.g. a training cell's ``*_analytic`` anatomy); only ``ok`` records are results. Bump
-:data:`SCHEMA_VERSION` when the meaning of a field changes.
+(e.g. a training cell's ``*_analytic`` anatomy); only ``ok`` records are results, and only valid ones
+are trusted: ``validity`` says whether the cell's timed regions ran uncontended, long enough and
+with enough samples (:mod:`harness.measure.validity`), with the figures behind the verdict. A strict
+run records an invalid cell as status ``invalid`` (its metrics kept). Bump :data:`SCHEMA_VERSION`
+when the meaning of a field changes (adding ``validity`` and ``invalid`` did not: a record without
+``validity`` reads as not checked).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from harness.base.host import Host
 
 SCHEMA_VERSION = 1
 
-Status = Literal["ok", "skipped", "error", "oom", "timeout"]
-STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "oom", "timeout")
+Status = Literal["ok", "skipped", "error", "oom", "timeout", "invalid"]
+STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "oom", "timeout", "invalid")
 
 
 class Metric(BaseModel):
@@ -35,6 +39,18 @@ class Metric(BaseModel):
         default="value", description="how value summarizes samples")
     source: Literal["measured", "analytic"] = "measured"
     description: str = ""
+    ci_low: float | None = Field(default=None, description="lower end of the value's 95 % interval")
+    ci_high: float | None = Field(default=None, description="upper end of the value's 95 % interval")
+    ci_method: str | None = Field(default=None, description="how the interval was made, e.g. 'bootstrap over 4 windows'")
+
+
+class Validity(BaseModel):
+    """Whether a cell's numbers can be trusted: every broken rule in ``reasons`` with its figure, and
+    the contention figures of its timed regions (foreign CPU share, cores, threads, load, GPU state)."""
+
+    valid: bool
+    reasons: list[str] = Field(default_factory=list)
+    figures: dict[str, Any] = Field(default_factory=dict)
 
 
 class CellResult(BaseModel):
@@ -77,12 +93,27 @@ class Record(BaseModel):
     log_tail: str | None = None
     metrics: dict[str, Metric] = Field(default_factory=dict)
     info: dict[str, Any] = Field(default_factory=dict)
+    validity: Validity | None = Field(default=None, description="None: not checked (skipped cells, older records)")
     environment: Environment
     seed: int
     started_at: datetime
     duration_s: float
     command: str = Field(description="shell command that reproduces this cell alone")
 
+    @property
+    def trusted(self) -> bool:
+        """An ``ok`` record whose validity was not found wanting (unchecked older records count as trusted)."""
+        return self.status == "ok" and (self.validity is None or self.validity.valid)
+
     def metric(self, name: str) -> float | None:
         m = self.metrics.get(name)
         return None if m is None else m.value
+
+
+def device_of(record: Record, *, detail: bool = False) -> str:
+    """``cpu``, or the GPU's name for a CUDA cell; with ``detail``, a CPU cell adds the CPU model
+    (two records are like with like only on the same device)."""
+    if record.cell.get("device") == "cuda" and record.environment.gpus:
+        return record.environment.gpus[0].name
+    device = str(record.cell.get("device") or "cpu")
+    return f"{device} ({record.environment.cpu_model})" if detail else device

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from harness.base.specbase import StrictModel
+from harness.measure.validity import ValidityRules
 from harness.spec.axes import (
     EngineConfig,
     ModelRef,
@@ -40,6 +41,7 @@ class Cell(StrictModel):
     timeout_s: float
     group: str | None = Field(default=None, description="cells with the same group run in one worker and share "
                                                         "one engine start (serving)")
+    validity: ValidityRules = Field(default_factory=ValidityRules, description="the suite's validity rules")
 
     @property
     def impl(self) -> str | None:
@@ -61,6 +63,7 @@ class Cell(StrictModel):
         return out
 
     def key(self) -> str:
-        """Hash of the resolved configuration (the id, timeout and group excluded: they do not change results)."""
-        data = self.model_dump(mode="json", exclude={"id", "timeout_s", "group"})
+        """Hash of the resolved configuration (the id, timeout, group and validity rules excluded: they do
+        not change results)."""
+        data = self.model_dump(mode="json", exclude={"id", "timeout_s", "group", "validity"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

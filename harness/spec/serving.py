@@ -1,4 +1,5 @@
-"""The suite's ``serving:`` block: engines crossed with precisions and workloads, under optional SLOs."""
+"""The suite's ``serving:`` block: engines crossed with precisions and workloads, under optional SLOs,
+each cell's workload served ``warmup`` times untimed and then ``repeats`` times timed on one engine start."""
 
 from __future__ import annotations
 
@@ -16,3 +17,6 @@ class ServingSettings(StrictModel):
     precisions: list[str] | None = Field(default=None, description="Names of suite precisions to serve (default: all).")
     workloads: list[str] | None = Field(default=None, description="Names of suite workloads to run (default: all).")
     slo: SLO | None = Field(default=None, description="Objectives for goodput (ttft_ms, tpot_ms, e2el_ms: each at most).")
+    repeats: int = Field(default=3, ge=1, description="Timed passes of each cell's workload on one engine start "
+                                                       "(throughputs get one sample per pass).")
+    warmup: int = Field(default=1, ge=0, description="Untimed passes of the workload before the timed ones.")

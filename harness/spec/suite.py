@@ -17,6 +17,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from harness.base.errors import HarnessError
 from harness.base.specbase import Slug, StrictModel
+from harness.measure.validity import ValidityRules
 from harness.metrics import Threshold
 from harness.spec.axes import ModelRef, PrecisionConfig
 from harness.spec.inference import InferenceSettings
@@ -61,6 +62,12 @@ class Suite(StrictModel):
     compare: dict[str, Threshold] = Field(default_factory=dict, description=(
         "Regression thresholds of `harness compare` by metric name or fnmatch pattern, e.g. "
         "{output_tok_s: {relative: 0.1}, text2sql_ex_ratio: {absolute: 0.02}}."))
+    may_lose: list[str] = Field(default_factory=list, description=(
+        "What `harness compare` lets disappear without failing the gate: fnmatch patterns of cell ids "
+        "(a cell that is missing or no longer ok) or of `<cell id>:<metric>` (a judged metric gone)."))
+    validity: ValidityRules = Field(default_factory=ValidityRules, description=(
+        "When a cell's numbers are not trusted (foreign CPU share, timed-region length, samples) and "
+        "whether a strict run records such a cell as `invalid`."))
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Suite":

@@ -48,7 +48,7 @@ from pydantic import BaseModel, Field
 
 from harness.base.errors import HarnessError
 from harness.metrics import spec_for
-from harness.results.records import SCHEMA_VERSION, Record
+from harness.results.records import SCHEMA_VERSION, Record, device_of
 from harness.track.asvconf import AsvConfig, detection_on
 from harness.track.compare import rule_for
 
@@ -135,13 +135,6 @@ def _git(repo: Path, *args: str) -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
-def device_of(record: Record) -> str:
-    """``cpu``, or the GPU's name for a CUDA cell."""
-    if record.cell.get("device") == "cuda" and record.environment.gpus:
-        return record.environment.gpus[0].name
-    return str(record.cell.get("device") or "cpu")
-
-
 class Ingest(BaseModel):
     """What :func:`ingest` wrote and what it could not place."""
 
@@ -149,6 +142,7 @@ class Ingest(BaseModel):
     series: int = 0
     records: int = 0
     problems: list[str] = Field(default_factory=list, description="records not written, and why")
+    invalid: list[str] = Field(default_factory=list, description="records not written because they are not valid")
     warnings: list[str] = Field(default_factory=list, description="written, but asv may not show them")
 
 
@@ -168,6 +162,10 @@ def ingest(records: list[Record], config: AsvConfig, machine: str) -> Ingest:
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
         if r.status == "skipped":
+            continue
+        if r.status == "invalid" or (r.validity is not None and not r.validity.valid):
+            why = "; ".join(r.validity.reasons) if r.validity else r.reason
+            report.invalid.append(f"{r.suite}/{r.cell_id} ({r.record_id}): {why}")
             continue
         if not r.environment.git_sha:
             report.problems.append(f"{r.suite}/{r.cell_id} ({r.record_id}): no git commit in its environment "

@@ -14,7 +14,12 @@ from harness.track.tables import TableView, views
 if TYPE_CHECKING:
     from harness.analytic.estimate import Estimate
 
-STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red"}
+STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "magenta", "timeout": "red", "invalid": "red"}
+
+
+def status_text(r: Record) -> str:
+    """The record's status, and ``not valid`` beside an ``ok`` whose numbers are not trusted."""
+    return f"{r.status}, NOT VALID" if r.status == "ok" and not r.trusted else r.status
 
 
 def rich_table(view: TableView) -> Table:
@@ -25,8 +30,8 @@ def rich_table(view: TableView) -> Table:
     for header in view.headers:
         table.add_column(header, justify="right", overflow="fold")
     for r, values in view.rows:
-        style = STATUS_STYLE.get(r.status, "")
-        table.add_row(r.cell_id, f"[{style}]{r.status}[/{style}]", *values)
+        style = "red" if not r.trusted and r.status == "ok" else STATUS_STYLE.get(r.status, "")
+        table.add_row(r.cell_id, f"[{style}]{status_text(r)}[/{style}]", *values)
     return table
 
 
@@ -43,7 +48,9 @@ def print_summary(records: list[Record], console: Console | None = None) -> None
         for line in notes:
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells")
+    untrusted = sum(1 for r in records if r.status == "ok" and not r.trusted)
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f" ({untrusted} of them NOT VALID)" if untrusted else "")
+                  or "no cells")
 
 
 def print_estimate(est: "Estimate", console: Console) -> None:

@@ -93,6 +93,8 @@ def views(records: list[Record]) -> list[TableView]:
                          rows=[(r, [cell_text(r, c) for c in cols]) for r in rows])
         if table.scenario not in seen:
             view.reasons = [f"{r.cell_id}: {r.status}: {r.reason}" for r in rows if r.reason]
+            view.reasons += [f"{r.cell_id}: not valid: {'; '.join(r.validity.reasons)}" for r in rows
+                             if r.status == "ok" and r.validity is not None and not r.validity.valid]
             view.curves = [f"{r.cell_id}: loss by step {' -> '.join(f'{v:.3f}' for v in r.metrics['loss'].samples)}"
                            for r in rows if not r.reason and "loss" in r.metrics]
         seen.add(table.scenario)

@@ -8,7 +8,12 @@ Metrics (each cell, same model, tokens and machine as the suite's reference prec
 - accuracy: ``perplexity`` (protocol in info), ``kl_ref_nats`` and ``top1_agreement_ref_ratio``
   against the reference (see :mod:`harness.scenarios.inference.reference`), ``text2sql_ex_ratio`` and
   ``text2sql_em_ratio`` (see :mod:`harness.measure.text2sql`), ``output_length_ratio_ref`` (completion
-  tokens over the reference's);
+  tokens over the reference's); each with its 95 % interval (``ci_low``, ``ci_high``, ``ci_method``;
+  :mod:`harness.measure.intervals`): perplexity by a bootstrap over windows, KL and top-1 over
+  positions, EX and EM by Wilson, the length ratio over questions. The paired differences to the
+  reference, ``perplexity_delta_ref`` (same windows) and ``text2sql_ex_delta_ref`` (same questions),
+  carry a paired-bootstrap interval; the reference cell records them too, as it does its zero KL:
+  0 with a zero-width interval, so a nonzero value there says the reference is not reproducible;
 - speed: ``load_s`` (and ``quantize_s`` with ``quantize_peak_rss_bytes`` for calibrated methods,
   whether made now or reused), ``prefill_tok_s_bs{B}`` and ``decode_tok_s_bs{B}`` per batch size
   (greedy with the KV cache, median over repeats after warm-up; :mod:`harness.scenarios.inference.speed`);
@@ -20,8 +25,10 @@ Metrics (each cell, same model, tokens and machine as the suite's reference prec
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from harness.measure import intervals
 from harness.metrics import metric
 from harness.results.records import CellResult, Metric
 from harness.spec.inference import InferenceSettings
@@ -51,7 +58,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     torch.manual_seed(cell.seed)
     device = cell.device
     prepared = cell.precision.prepare(model, cell)
-    ref_dir, ref_made = reference.ensure(cell, model, s.reference_protocol())
+    ref_dir, ref_made = reference.ensure(cell, model, _reference_protocol(s))
     tok = AutoTokenizer.from_pretrained(model.path)
     ids = corpus_ids(tok, s.corpus)
     with PeakRSS() as rss:
@@ -69,7 +76,8 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
         ops = op_census(lambda: lm(input_ids=probe), device)
     dist = reference.distance(reference.load_logprobs(ref_dir),
                               reference.window_logprobs(lm, ids, s.seq_len, s.kl_windows, device))
-    metrics |= _core_metrics(cell, ppl, dist, wb, storage, load_s, rss.peak_bytes) | _quantize_metrics(prepared)
+    metrics |= _accuracy_metrics(cell, ppl, reference.load_perplexity(ref_dir), dist)
+    metrics |= _core_metrics(wb, storage, load_s, rss.peak_bytes) | _quantize_metrics(prepared)
     if device.startswith("cuda"):
         metrics["cuda_max_allocated_bytes"] = metric("cuda_max_allocated_bytes", torch.cuda.max_memory_allocated())
     info: dict[str, Any] = {
@@ -89,16 +97,49 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     return CellResult(metrics=metrics, info=info)
 
 
-def _core_metrics(cell: "Cell", ppl: Any, dist: Any, wb: dict[str, int], storage: Any, load_s: float,
-                  peak_rss: int) -> dict[str, Metric]:
-    """Accuracy against the reference, storage against its formula, load time and peak memory."""
+def _reference_protocol(s: InferenceSettings) -> dict[str, Any]:
+    """What the reference outputs depend on: the settings' protocol and the perplexity windows."""
+    return s.reference_protocol() | {"stride": s.stride, "max_windows": s.max_windows}
+
+
+def _ci(units: int, what: str, interval: Callable[[], tuple[float, float]],
+        paired: bool = False) -> tuple[float, float, str] | None:
+    """``(low, high, method)`` of a bootstrap over ``units`` (None below :data:`intervals.MIN_UNITS`)."""
+    if units < intervals.MIN_UNITS:
+        return None
+    return (*interval(), intervals.bootstrap_method(units, what, paired=paired))
+
+
+def _wilson(k: int, n: int) -> tuple[float, float, str]:
+    return (*intervals.wilson(k, n), intervals.wilson_method(k, n))
+
+
+def _accuracy_metrics(cell: Cell, ppl: Any, ref_ppl: Any, dist: Any) -> dict[str, Metric]:
+    """Perplexity and its paired difference to the reference's, KL and top-1 against the reference,
+    each with its 95 % interval. Raises ValueError when the reference scored other windows."""
     assert cell.reference is not None
+    label, windows = cell.reference.label, len(ppl.window_nll)
+    if ref_ppl.window_tokens != ppl.window_tokens:
+        raise ValueError(f"the reference's perplexity windows score {ref_ppl.window_tokens} tokens, this cell's "
+                         f"{ppl.window_tokens}: not the same windows, no paired difference")
+    delta_ci = _ci(windows, "windows", lambda: intervals.perplexity_delta_bootstrap(
+        ppl.window_nll, ref_ppl.window_nll, ppl.window_tokens), paired=True)
+    of = f"of {len(dist.kl_window_nats)} windows"
     return {
-        "perplexity": metric("perplexity", ppl.value, samples=ppl.window_nll),
+        "perplexity": metric("perplexity", ppl.value, samples=ppl.window_nll, ci=_ci(windows, "windows", ppl.interval)),
+        "perplexity_delta_ref": metric("perplexity_delta_ref", ppl.value - ref_ppl.value, ci=delta_ci, description=(
+            f"perplexity minus the reference {label}'s ({ref_ppl.value:.6g}) on the same {windows} windows")),
         "kl_ref_nats": metric("kl_ref_nats", dist.kl_nats, samples=dist.kl_window_nats, description=(
-            f"KL(reference {cell.reference.label} || this) per position, mean over {dist.positions} positions; "
-            "samples per window")),
-        "top1_agreement_ref_ratio": metric("top1_agreement_ref_ratio", dist.top1_agreement),
+            f"KL(reference {label} || this) per position, mean over {dist.positions} positions; "
+            "samples per window"), ci=_ci(dist.positions, f"positions {of}", dist.kl_interval)),
+        "top1_agreement_ref_ratio": metric("top1_agreement_ref_ratio", dist.top1_agreement,
+                                           ci=_ci(dist.positions, f"positions {of}", dist.top1_interval)),
+    }
+
+
+def _core_metrics(wb: dict[str, int], storage: Any, load_s: float, peak_rss: int) -> dict[str, Metric]:
+    """Storage against its formula, load time and peak memory."""
+    return {
         "weight_bytes": metric("weight_bytes", wb["total"]),
         "quant_bits_per_param": metric("quant_bits_per_param", storage.bits_per_param,
                                        description=f"stored bits per weight of the {storage.layers} target layers"),
@@ -129,21 +170,45 @@ def _text2sql(lm: Any, tok: Any, s: InferenceSettings, device: str, ref_dir: Any
     questions = text2sql.items(s.text2sql.items)
     gens = text2sql.generate(lm, tok, questions, s.text2sql, device)
     score = text2sql.score(questions, gens)
-    ref_gens = reference.load_generations(ref_dir)
-    if ref_gens is None or [g.id for g in ref_gens] != [g.id for g in gens]:
+    ref_gens, ref_score = reference.load_generations(ref_dir), reference.load_score(ref_dir)
+    if ref_gens is None or ref_score is None or [g.id for g in ref_gens] != [g.id for g in gens]:
         raise ValueError(f"the reference outputs in {ref_dir} hold no Text2SQL completions for the same "
                          f"{len(gens)} questions; delete that folder to have them recomputed")
+    n = len(questions)
     ref_tokens = sum(g.tokens for g in ref_gens)
     same = sum(a.sql == b.sql for a, b in zip(gens, ref_gens))
     metrics = {
-        "text2sql_ex_ratio": metric("text2sql_ex_ratio", score.execution_accuracy,
-                                    description=f"execution accuracy on {len(questions)} questions"),
-        "text2sql_em_ratio": metric("text2sql_em_ratio", score.exact_match),
-        "output_length_ratio_ref": metric("output_length_ratio_ref",
-                                          sum(g.tokens for g in gens) / ref_tokens if ref_tokens else float("nan"),
-                                          samples=[float(g.tokens) for g in gens]),
+        "text2sql_ex_ratio": metric("text2sql_ex_ratio", score.execution_accuracy, ci=_wilson(len(score.correct), n),
+                                    description=f"execution accuracy on {n} questions"),
+        "text2sql_em_ratio": metric("text2sql_em_ratio", score.exact_match, ci=_wilson(len(score.exact), n)),
+        "text2sql_ex_delta_ref": _ex_delta(questions, score, ref_score),
+        "output_length_ratio_ref": metric(
+            "output_length_ratio_ref", sum(g.tokens for g in gens) / ref_tokens if ref_tokens else float("nan"),
+            samples=[float(g.tokens) for g in gens], ci=_length_ci(gens, ref_gens)),
     }
     info = {"protocol": text2sql.protocol(s.text2sql, len(questions)), "correct": score.correct,
             "failed_sql": score.failed_sql, "same_sql_as_reference": same,
             "completions": [g.model_dump() for g in gens]}
     return metrics, info
+
+
+def _ex_delta(questions: list[Any], score: Any, ref_score: Any) -> Metric:
+    """EX minus the reference's on the same questions, with a paired bootstrap over the questions."""
+    from harness.measure import text2sql
+
+    mine, ref = text2sql.correctness(questions, score.correct), text2sql.correctness(questions, ref_score.correct)
+    discordant = sum(a != b for a, b in zip(mine, ref))
+    ci = _ci(len(questions), "questions", lambda: intervals.paired_bootstrap(mine, ref), paired=True)
+    return metric("text2sql_ex_delta_ref", score.execution_accuracy - ref_score.execution_accuracy,
+                  ci=None if ci is None else (ci[0], ci[1], f"{ci[2]}; {discordant} questions differ"),
+                  description=f"EX minus the reference's ({ref_score.execution_accuracy:.4g}) on the same "
+                              f"{len(questions)} questions")
+
+
+def _length_ci(gens: list[Any], ref_gens: list[Any]) -> tuple[float, float, str] | None:
+    """Interval of Σ tokens / Σ reference tokens by a bootstrap over the questions (None when a
+    reference completion is empty, where a resample could divide by zero)."""
+    rows = [(g.tokens, r.tokens) for g, r in zip(gens, ref_gens)]
+    if min(r for _, r in rows) <= 0:
+        return None
+    return _ci(len(rows), "questions", lambda: intervals.bootstrap(rows, lambda x: x[:, 0].sum() / x[:, 1].sum()))

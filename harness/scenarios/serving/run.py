@@ -1,15 +1,23 @@
 """Serving cells: one engine runs one workload in one precision; the same requests for every engine.
 
-Metrics (see :mod:`harness.measure.servemetrics`): ``output_tok_s``, ``request_throughput_req_s``,
-``e2el_ms``/``ttft_ms``/``tpot_ms``/``itl_ms`` distributions, failed and peak-concurrent requests,
-``goodput_req_s`` under the suite's SLOs, ``startup_s`` (model load or engine start, shared within
-a group of cells) and ``peak_rss_bytes`` of the whole process tree (vLLM runs its engine in child
-processes). Where the engine reports its KV cache (vLLM, HF continuous), ``kv_cache_capacity_tokens``
-(blocks x block size) sits beside the formula 2 x layers x kv_heads x head_dim x bytes per token
-(``kv_cache_bytes_per_token_analytic``, :mod:`harness.analytic.kv`) and, where the KV space is
-configured, the tokens it holds by that formula (``kv_cache_capacity_tokens_analytic``). vLLM's
-counters over the run give ``prefix_cache_hit_ratio`` and ``spec_acceptance_ratio``;
-:mod:`harness.analytic.decode` gives the decode efficiency against the measured bandwidth bound.
+The engine serves the workload ``warmup`` times untimed, then ``repeats`` times timed (the cell's
+settings, from the suite's ``serving:`` block), on one start, its prefix cache emptied before every
+pass where the engine has it on (:func:`harness.engines.serve`). Each timed pass is a timed region
+whose contention is recorded (:func:`harness.measure.contention.timed_region`).
+
+Metrics (see :mod:`harness.measure.servemetrics`, also for how passes combine): ``output_tok_s``,
+``request_throughput_req_s``, ``e2el_ms``/``ttft_ms``/``tpot_ms``/``itl_ms`` distributions, failed and
+peak-concurrent requests, ``goodput_req_s`` under the suite's SLOs, ``startup_s`` (model load or
+engine start, shared within a group of cells) and ``peak_rss_bytes`` of the whole process tree
+(vLLM runs its engine in child processes). Where the engine reports its KV cache (vLLM, HF
+continuous), ``kv_cache_capacity_tokens`` (blocks x block size) sits beside the formula 2 x layers x
+kv_heads x head_dim x bytes per token (``kv_cache_bytes_per_token_analytic``,
+:mod:`harness.analytic.kv`) and, where the KV space is configured, the tokens it holds by that
+formula (``kv_cache_capacity_tokens_analytic``). vLLM's
+counters over the timed passes give ``prefix_cache_hit_ratio`` and ``spec_acceptance_ratio``;
+:mod:`harness.analytic.decode` gives the decode efficiency against the measured bandwidth bound, over
+the timed passes together (their traces pooled, their durations summed). ``info`` keeps each pass's
+duration and whether the prefix cache was on and emptied before each pass.
 """
 
 from __future__ import annotations
@@ -22,46 +30,76 @@ from harness.results.records import CellResult, Metric
 
 if TYPE_CHECKING:
     from harness.base.resolved import ResolvedModel
-    from harness.base.wire import ServeRun
+    from harness.base.wire import RequestTrace
     from harness.spec.cell import Cell
 
 
 def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
-    """Build the workload's requests, let the engine serve them, and summarize the traces."""
+    """Build the workload's requests, let the engine serve them ``warmup`` + ``repeats`` times, and
+    summarize the timed passes."""
     from transformers import AutoConfig, AutoTokenizer
 
     from harness.engines import serve
-    from harness.measure.servemetrics import summarize
+    from harness.measure.contention import timed_region
+    from harness.measure.servemetrics import summarize_passes
     from harness.measure.trackers import PeakRSS
+    from harness.spec.serving import ServingSettings
 
     assert cell.engine is not None and cell.workload is not None, "serving cells carry an engine and a workload"
+    defaults = ServingSettings.model_fields
+    repeats = int(cell.settings.get("repeats", defaults["repeats"].default))
+    warmup = int(cell.settings.get("warmup", defaults["warmup"].default))
     tok = AutoTokenizer.from_pretrained(model.path)
     requests = cell.workload.requests(tok)
     prepared = cell.precision.prepare(model, cell)  # GPTQ/AWQ: the quantized checkpoint the engine loads
     model = prepared.on(model)
     with PeakRSS() as rss:
-        result = serve(cell, model, requests)
+        served = serve(cell, model, requests, repeats=repeats, warmup=warmup, timed=lambda: timed_region("serve"))
+    runs = served.runs
     slo = cell.settings.get("slo")
-    metrics = summarize(result.traces, result.duration_s, SLO.model_validate(slo) if slo else None)
+    metrics = summarize_passes([(r.traces, r.duration_s) for r in runs], SLO.model_validate(slo) if slo else None)
     config = AutoConfig.from_pretrained(model.path)
-    metrics |= kv_cache_metrics(config, result.info, cell.precision.dtype)
-    if result.info.get("prefix_cached_tokens") is not None:
-        metrics["prefix_cached_tokens"] = metric("prefix_cached_tokens", result.info["prefix_cached_tokens"])
-    metrics |= counter_metrics(result.info.get("engine_counters") or {})
-    decode, decode_info = decode_efficiency(cell, config, result)
+    engine = pass_info([r.info for r in runs])
+    metrics |= kv_cache_metrics(config, engine, cell.precision.dtype)
+    cached = engine.get("prefix_cached_tokens")
+    if cached and None not in cached:
+        metrics["prefix_cached_tokens"] = metric("prefix_cached_tokens", sum(cached), samples=cached)
+    metrics |= counter_metrics(engine.get("engine_counters") or {})
+    pooled = [t for r in runs for t in r.traces]
+    decode, decode_info = decode_efficiency(cell, config, pooled, sum(r.duration_s for r in runs),
+                                            engine.get("kv_cache_dtype"))
     metrics |= decode
-    start = result.info.get("engine_start", {})
+    start = served.engine_start
     shared = f" (one start shared by a group of cells, made by {start['started_by']})" if start.get("shared") else ""
-    metrics["startup_s"] = metric("startup_s", result.startup_s, description="model load or engine start" + shared)
+    metrics["startup_s"] = metric("startup_s", served.startup_s, description="model load or engine start" + shared)
     metrics["peak_rss_bytes"] = metric("peak_rss_bytes", rss.peak_bytes, description="process tree, engine workers included")
-    short = [i for i, (r, t) in enumerate(zip(requests, result.traces)) if t.output_tokens != r.output_tokens]
-    info = {"engine": result.info, "requests": len(requests), **decode_info,
+    short = sorted({i for r in runs for i, (q, t) in enumerate(zip(requests, r.traces))
+                    if t.output_tokens != q.output_tokens})  # short in any timed pass
+    engine |= {"engine_start": served.engine_start, "prefix_cache": served.prefix_cache}
+    info = {"engine": engine, "requests": len(requests), **decode_info,
+            "passes": {"warmup": warmup, "repeats": repeats, "warmup_s": served.warmup_s,
+                       "timed_s": [r.duration_s for r in runs]},
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
     return CellResult(metrics=metrics, info=info)
 
 
+def pass_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """The engine's info over the timed passes: the last pass's (the facts of the start: KV cache,
+    options), with its counters summed over every pass and ``prefix_cached_tokens`` as a list per pass."""
+    out = dict(infos[-1])
+    counters: dict[str, float] = {}
+    for info in infos:
+        for k, v in (info.get("engine_counters") or {}).items():
+            counters[k] = counters.get(k, 0.0) + v
+    if any("engine_counters" in i for i in infos):
+        out["engine_counters"] = counters
+    if "prefix_cached_tokens" in out:
+        out["prefix_cached_tokens"] = [i.get("prefix_cached_tokens") for i in infos]
+    return out
+
+
 def counter_metrics(counters: dict[str, float]) -> dict[str, Metric]:
-    """Prefix-cache hit ratio and speculative acceptance from the engine's counters over the run."""
+    """Prefix-cache hit ratio and speculative acceptance from the engine's counters (over the timed passes)."""
     out = {}
     if counters.get("prefix_cache_queries"):
         out["prefix_cache_hit_ratio"] = metric("prefix_cache_hit_ratio",
@@ -73,16 +111,18 @@ def counter_metrics(counters: dict[str, float]) -> dict[str, Metric]:
     return out
 
 
-def decode_efficiency(cell: "Cell", config: Any, result: "ServeRun") -> tuple[dict[str, Metric], dict]:
-    """Decode tok/s against the bandwidth bound of this device (see :mod:`harness.analytic.decode`)."""
+def decode_efficiency(cell: "Cell", config: Any, traces: list["RequestTrace"], duration_s: float,
+                      kv_cache_dtype: str | None) -> tuple[dict[str, Metric], dict]:
+    """Decode tok/s of ``traces`` over ``duration_s`` against the bandwidth bound of this device (see
+    :mod:`harness.analytic.decode`)."""
     from harness.analytic.decode import decode_metrics, weight_read_bytes
     from harness.analytic.kv import kv_per_token
     from harness.measure.rates import host_rates
 
     weights, params = weight_read_bytes(config, cell.precision)
-    per_token, _ = kv_per_token(config, result.info.get("kv_cache_dtype"), cell.precision.dtype)
+    per_token, _ = kv_per_token(config, kv_cache_dtype, cell.precision.dtype)
     bandwidth, flops = host_rates(cell.device, cell.precision.dtype)
-    return decode_metrics(result.traces, result.duration_s, weights, params, per_token, bandwidth, flops)
+    return decode_metrics(traces, duration_s, weights, params, per_token, bandwidth, flops)
 
 
 def kv_cache_metrics(config: Any, info: dict, dtype: str) -> dict[str, Metric]:

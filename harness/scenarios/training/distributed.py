@@ -25,11 +25,13 @@ def run_ranks(cell: "Cell", s: "StepSettings", est: "Estimate") -> CellResult:
     import tempfile
     from pathlib import Path
 
+    from harness.measure.contention import timed_region
     from harness.measure.trackers import PeakRSS
     from harness.scenarios.training.launch import launch
 
     assert cell.parallel is not None
-    with PeakRSS() as rss, tempfile.TemporaryDirectory(prefix="harness-ranks-") as tmp:
+    # the ranks time their own steps; the cell's contention is taken over the whole launch (ranks included)
+    with PeakRSS() as rss, tempfile.TemporaryDirectory(prefix="harness-ranks-") as tmp, timed_region("ranks"):
         ranks = launch(cell, Path(tmp), timeout_s=max(30.0, 0.9 * cell.timeout_s - 10))  # report before the runner kills
     r0 = ranks[0]
     world = len(ranks)

@@ -59,12 +59,14 @@ def _row_link(r: Record) -> str:
 def _table(view: TableView) -> list[str]:
     lines = ["| cell | status | " + " | ".join(view.headers) + " | reproduce |", "|" + "---|" * (len(view.headers) + 3)]
     for r, values in view.rows:
-        lines.append(f"| {_row_link(r)} | {r.status} | " + " | ".join(_md(v) for v in values) + f" | `{_md(r.command)}` |")
+        status = r.status if r.trusted or r.status != "ok" else "ok, **not valid**"
+        lines.append(f"| {_row_link(r)} | {status} | " + " | ".join(_md(v) for v in values) + f" | `{_md(r.command)}` |")
     return lines
 
 
 def markdown(records: list[Record], figures: list[Figure], missing: dict[str, str], source: str) -> str:
-    counts = {s: sum(r.status == s for r in records) for s in ("ok", "skipped", "error", "oom", "timeout")}
+    counts = {s: sum(r.status == s for r in records) for s in ("ok", "skipped", "error", "oom", "timeout", "invalid")}
+    counts["ok but not valid"] = sum(r.status == "ok" and not r.trusted for r in records)
     envs = {(r.environment.hostname, r.environment.git_sha or "-") for r in records}
     lines = ["# LLM efficiency report", "",
              f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from `{source}`: {len(records)} cells "
@@ -86,7 +88,7 @@ def markdown(records: list[Record], figures: list[Figure], missing: dict[str, st
     for view in views(records):
         lines += [f"## {view.title}", ""] + _table(view) + [""]
         if view.reasons:
-            lines += ["Not measured:", ""] + [f"- {_md(line)}" for line in view.reasons] + [""]
+            lines += ["Not measured, or not valid:", ""] + [f"- {_md(line)}" for line in view.reasons] + [""]
     return "\n".join(lines) + "\n"
 
 
