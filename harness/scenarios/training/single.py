@@ -82,12 +82,14 @@ def run_single(cell: "Cell", path: str, s: "StepSettings", est: "Estimate",
 
 
 def step_metrics(losses: list[float], step_ms: list[float], tokens_per_step: int) -> dict[str, "Metric"]:
-    """``loss`` (last step; samples: every step), ``step_time_ms`` (median) and ``train_tok_s``."""
+    """``loss`` (last step; samples: every step), ``step_time_ms`` (median) and ``train_tok_s`` (tokens
+    per step over the median step time; samples: every measured step's rate)."""
     step_median = statistics.median(step_ms)
     return {
         "loss": metric("loss", losses[-1], samples=losses),
         "step_time_ms": metric("step_time_ms", step_median, samples=step_ms),
-        "train_tok_s": metric("train_tok_s", tokens_per_step / (step_median / 1000)),
+        "train_tok_s": metric("train_tok_s", tokens_per_step / (step_median / 1000),
+                              samples=[tokens_per_step / (ms / 1000) for ms in step_ms]),
     }
 
 
