@@ -203,6 +203,24 @@ def test_records_asv_cannot_place_are_reported_and_the_rest_written(tmp_path, en
     assert "nightly.ok-cell.ttft_ms" in bench and "nightly.no-commit.ttft_ms" not in bench
 
 
+def test_invalid_records_stay_out_of_asv_with_a_count(tmp_path, env):
+    from harness.results.records import Validity
+
+    shas = make_repo(tmp_path / "repo", 1)
+    store = Store(tmp_path / "s")
+    store.append(record(env, shas[0], "quiet", metrics(100, 0.5, 10), 0))
+    contended = record(env, shas[0], "contended", metrics(7.7, 0.5, 10), 0).model_copy(update={
+        "validity": Validity(valid=False, reasons=["foreign CPU: other processes took 62% of the cell's 2 cores"])})
+    store.append(contended)
+    store.append(record(env, shas[0], "strict", metrics(7.7, 0.5, 10), 0, status="invalid"))
+    res = ingest_cli(make_config(tmp_path, tmp_path / "repo"), tmp_path / "s")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "skipped 2 invalid record(s)" in res.stderr and "nightly/contended" in res.stderr and "62%" in res.stderr
+    bench = json.loads((tmp_path / "asv" / "results" / "benchmarks.json").read_text())
+    assert "nightly.quiet.ttft_ms" in bench
+    assert not any(k.startswith(("nightly.contended.", "nightly.strict.")) for k in bench)
+
+
 def test_publish_flags_a_throughput_drop_and_an_accuracy_drop_but_no_improvement(tmp_path, env):
     """Five nights on five commits; at the fourth, cell `drops` loses 10 % throughput and 2 points of
     accuracy (of 30 %), and cell `gains` gains as much; the noise is ±1 %."""

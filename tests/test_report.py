@@ -124,3 +124,23 @@ def test_cli_writes_the_report_and_refuses_a_missing_store(tmp_path, env):
     res = run(tmp_path / "nowhere", "--out", tmp_path / "out2")
     assert res.returncode == 2 and "nowhere: no such result file or folder" in res.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_records_that_are_not_valid_say_so_in_the_report_and_the_summary(tmp_path, env):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from harness.results.records import Validity
+    from harness.track.summary import print_summary
+
+    bad = Validity(valid=False, reasons=["foreign CPU: other processes took 62% of the cell's 2 cores"])
+    contended = rec(env, "s-serve-hf-static-bf16", {"scenario": "serve", "engine": {"kind": "hf-static"}, "precision": {"kind": "bf16"}},
+                    {"output_tok_s": (7.7, "tok/s")}).model_copy(update={"validity": bad})
+    md = build([contended], tmp_path / "r").markdown.read_text()
+    assert "| ok, **not valid** |" in md and "s-serve-hf-static-bf16: not valid: foreign CPU: other processes took 62%" in md
+    assert "1 ok but not valid" in md
+    buf = StringIO()
+    print_summary([contended], Console(file=buf, width=250))
+    out = buf.getvalue()
+    assert "ok, NOT VALID" in out and "not valid: foreign CPU" in out and "(1 of them NOT VALID)" in out

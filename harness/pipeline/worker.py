@@ -59,7 +59,11 @@ def validity(cell: "Cell", result: dict[str, Any], threads: dict[str, Any]) -> d
     from harness.measure.validity import judge
     from harness.results.records import Metric
 
+    import os
+
     figures = contention.figures(threads.get("threads")) | {"omp_num_threads": threads.get("omp_num_threads")}
+    if cell.scenario == "serve" and os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        figures["vllm_cpu_omp_threads_bind"] = os.environ["VLLM_CPU_OMP_THREADS_BIND"]
     metrics = {k: Metric.model_validate(v) for k, v in (result.get("metrics") or {}).items()}
     return judge(figures, metrics, cell.validity).model_dump(mode="json")
 
