@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from harness.metrics import Threshold, spec_for
 from harness.results.records import Metric, Record, device_of
-from harness.results.store import read_records
+from harness.results.store import latest_per_cell, read_records
 
 if TYPE_CHECKING:
     from harness.track.noise import NoiseFile
@@ -166,17 +166,6 @@ def judge(suite: str, cell_id: str, name: str, base: Metric, new: Metric, rule: 
                   verdict=verdict, test=test)  # type: ignore[arg-type]
 
 
-def _latest(records: list[Record], trusted: bool) -> dict[tuple[str, str], Record]:
-    out: dict[tuple[str, str], Record] = {}
-    for r in records:
-        if trusted and not r.trusted:
-            continue
-        key = (r.suite, r.cell_id)
-        if key not in out or r.started_at >= out[key].started_at:
-            out[key] = r
-    return out
-
-
 def _difference(b: Record, n: Record) -> str | None:
     """Why two records of one cell are not like with like (None when they are)."""
     if device_of(b, detail=True) != device_of(n, detail=True):
@@ -201,7 +190,7 @@ def compare(base: list[Record] | dict[tuple[str, str], Record], new: list[Record
     overrides, may_lose = overrides or {}, may_lose or {}
     base_list = list(base.values()) if isinstance(base, dict) else base
     new_list = list(new.values()) if isinstance(new, dict) else new
-    bases, latest = _latest(base_list, trusted=True), _latest(new_list, trusted=False)
+    bases, latest = latest_per_cell([r for r in base_list if r.trusted]), latest_per_cell(new_list)
     seen_base = {(r.suite, r.cell_id) for r in base_list if r.status != "skipped"}
     out = Comparison(changes=[])
     for key in sorted(bases):
