@@ -26,7 +26,7 @@ model: tiny
 timeout_s: 300
 precisions: [{kind: fp32}]
 inference: {seq_len: 64, stride: 64, max_windows: 2, prompt_tokens: 16, decode_tokens: 32, repeats: 5, warmup: 1}
-validity: {strict: STRICT, retries: 1, retry_pause_s: 0, min_timed_s: 0.01}
+validity: {strict: STRICT, retries: 1, retry_pause_s: 0, min_timed_s: 0.01, max_foreign_cpu_share: 0.25}
 """
 
 QUIET = {"timed_regions": 10, "timed_s": 2.0, "shortest_region_s": 0.05, "foreign_cpu_share": 0.02,
@@ -115,7 +115,7 @@ def test_busy_neighbours_make_a_real_cell_invalid_and_a_strict_run_retries_it(tm
     assert fig["cores"] == 1 and fig["threads"] == 1 and fig["omp_num_threads"] == "1"
     assert "foreign CPU: other processes took" in contended.reason and fig["foreign_cpu_share"] > 0.3
     assert quiet.trusted and quiet.validity is not None, quiet.validity
-    assert quiet.validity.figures["foreign_cpu_share"] < 0.15 and quiet.validity.figures["threads"] == 1
+    assert quiet.validity.figures["foreign_cpu_share"] < 0.25 and quiet.validity.figures["threads"] == 1
     assert [r.status for r in store.records("quiet")] == ["invalid", "ok"]
 
 
