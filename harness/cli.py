@@ -1,4 +1,4 @@
-"""The ``harness`` command: validate, plan, run suites, and print the suite schema.
+"""The ``harness`` command: validate, plan, run suites, report on the cache, and print the suite schema.
 
 Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input (suite, option).
 """
@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -81,6 +82,7 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)  # a closed terminal or a cancelled job: the same clean stop
     from rich.progress import (
         BarColumn,
         Progress,
@@ -89,6 +91,7 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
         TimeElapsedColumn,
     )
 
+    from harness.base.errors import HarnessError
     from harness.base.host import Host
     from harness.pipeline.planner import plan as make_plan
     from harness.pipeline.runner import Runner, run_plan
@@ -126,8 +129,12 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
                 progress.console.print(f"{record.cell_id}: {record.status}{note}" + (f": {record.reason}" if record.reason else ""),
                                        highlight=False, soft_wrap=True)
 
-            all_records += run_plan(p, store, runner, resume=resume, only=set(only) if only else None,
-                                    on_start=started, on_record=finished)
+            try:
+                all_records += run_plan(p, store, runner, resume=resume, only=set(only) if only else None,
+                                        on_start=started, on_record=finished)
+            except HarnessError as exc:  # the store refused a record (a full disk): stop, every earlier record is kept
+                err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1)
             progress.update(task, description=p.suite)
     print_summary(all_records, out)
     out.print(f"records: {', '.join(str(store.path_for(p.suite)) for p in plans)}", highlight=False)
@@ -332,11 +339,70 @@ def estimate(
 
 
 @app.command()
+def cache(prune: bool = typer.Option(False, "--prune", help="Remove the least recently used entries no process uses "
+                                                           "(and what crashed builds left) down to the limit."),
+          max_bytes: Optional[str] = typer.Option(None, "--max-bytes", help="The limit for --prune (e.g. 20G); default "
+                                                                           "HARNESS_CACHE_MAX_BYTES or 50G."),
+          ) -> None:
+    """List the cache's entries (built models, references, quantized checkpoints): size, last use,
+    state, and the size limit; with --prune, remove entries down to the limit. Exit 0, 2 on a bad size."""
+    from datetime import datetime, timezone
+
+    from harness.base import cachedir
+    from harness.base.errors import HarnessError
+    from harness.base.paths import cache_dir
+
+    try:
+        limit = cachedir.parse_size(max_bytes, "--max-bytes") if max_bytes is not None else cachedir.max_bytes()
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    root = cache_dir()
+    if prune:
+        for e in cachedir.evict(root, limit):
+            out.print(f"removed {e.name} ({cachedir.human(e.size_bytes)}, last used "
+                      f"{e.last_used:%Y-%m-%d %H:%M:%S} UTC{', a crashed build' if e.state == 'stale' else ''})",
+                      highlight=False, soft_wrap=True)
+    listed = cachedir.entries(root)
+    now = datetime.now(timezone.utc)
+    table = Table(title=f"cache {root}", title_justify="left")
+    for col, justify in (("entry", "left"), ("size", "right"), ("last used (UTC)", "left"), ("ago", "right"), ("state", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for e in reversed(listed):  # most recently used first
+        ago = (now - e.last_used).total_seconds()
+        table.add_row(e.name, cachedir.human(e.size_bytes), f"{e.last_used:%Y-%m-%d %H:%M:%S}",
+                      f"{ago / 86400:.1f} d" if ago >= 86400 else f"{ago / 3600:.1f} h", e.state)
+    out.print(table)
+    total = sum(e.size_bytes for e in listed)
+    source = "--max-bytes" if max_bytes is not None else (
+        cachedir.MAX_BYTES_ENV if os.environ.get(cachedir.MAX_BYTES_ENV, "").strip() else "default")
+    out.print(f"{len(listed)} entries, {cachedir.human(total)} ({total} bytes) of a limit of {cachedir.human(limit)} "
+              f"({limit} bytes, {source}); least recently used entries beyond it go after each build",
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON schema of a suite file."""
     from harness.spec.suite import dump_schema
 
     typer.echo(dump_schema())
+
+
+@app.command()
+def publish(results: list[Path] = typer.Argument(..., help="Stores (folders or .jsonl files) to publish."),
+            out_dir: Path = typer.Option(..., "--out", help="Folder of the public view (must not hold records yet).")) -> None:
+    """Write the public view of records: allow-listed fields, no hostname, home folders or log tails.
+    Exit 0, 2 on bad input."""
+    from harness.base.errors import HarnessError
+    from harness.track.publish import publish as public_view
+
+    try:
+        n = public_view(results, out_dir)
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    out.print(f"{n} records -> {out_dir}", highlight=False)
 
 
 if __name__ == "__main__":

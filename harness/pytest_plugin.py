@@ -7,13 +7,21 @@ together in one subprocess when the group's first item runs, and the others' rou
 their records, with the cell's own time in ``extra_info["cell_duration_s"]``), its metrics go to ``extra_info`` (so
 ``--benchmark-json`` carries them) and its record to the store. Skipped cells are pytest skips with
 the planner's reason; a cell that errors, runs out of memory or times out fails its item.
+
+While cells run, SIGTERM and SIGHUP (a cancelled CI job, a closed terminal) stop the session as
+Ctrl-C does: the running cell's whole process group is killed by the runner, its temporary folder
+removed, and pytest exits (status 2, interrupted). Signals after the first are ignored, so nothing
+cuts the runner's kill short.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -69,12 +77,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("harness_cell", params, ids=ids)
 
 
+@contextlib.contextmanager
+def interrupt_on(*signums: int) -> Iterator[None]:
+    """While the block runs (in the main thread), the first of ``signums`` raises ``KeyboardInterrupt``
+    (naming the signal) wherever the main thread is, so the runner's clean-up runs and pytest stops;
+    later ones are ignored. The previous handlers come back when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name}: stopping the running cell and the session")
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 @pytest.fixture(scope="session")
-def harness_runner(pytestconfig: pytest.Config) -> Any:
+def harness_runner(pytestconfig: pytest.Config) -> Iterator[Any]:
+    """The session's runner; while it lives, SIGTERM and SIGHUP stop the running cell and the session."""
     from harness.pipeline.runner import Runner
 
-    return Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs",
-                  strict=pytestconfig.getoption("--harness-strict"))
+    runner = Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs",
+                    strict=pytestconfig.getoption("--harness-strict"))
+    with interrupt_on(*[s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]):
+        yield runner
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +122,7 @@ def harness_store(pytestconfig: pytest.Config) -> Any:
 def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchmark: Any, runner: Any, store: Any) -> Any:
     """Run one planned cell as a single pedantic benchmark round; record it; skip or fail as it says."""
     plan, planned = harness_cell
-    command = plan.command(planned.cell)
+    command = plan.command(planned.cell, results=store.root)
     records = request.config.stash[_RECORDS_KEY]
     if planned.skip is not None:
         record = runner.skipped(planned, command)
@@ -100,7 +135,7 @@ def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchm
     elif planned.cell.group is not None:
         members = _group_members(request, harness_cell)
         cells = [p.cell for _, p in members]
-        results = benchmark.pedantic(runner.run_group, args=(cells, [pl.command(c) for (pl, _), c in zip(members, cells)]),
+        results = benchmark.pedantic(runner.run_group, args=(cells, [pl.command(c, results=store.root) for (pl, _), c in zip(members, cells)]),
                                      rounds=1, iterations=1, warmup_rounds=0)
         for r in results:
             store.append(r)

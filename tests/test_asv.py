@@ -63,7 +63,7 @@ def make_config(tmp_path: Path, repo: Path, **changes) -> Path:
 
 def record(env, sha: str | None, cell: str, metrics: dict[str, Metric], day: int, status: str = "ok") -> Record:
     e = env.model_copy(update={"git_sha": sha, "git_dirty": False})
-    return Record(record_id=f"{cell}-{day}-{status}", suite="nightly", cell_id=cell, cell_key="k", code_key="c",
+    return Record(record_id=f"{cell.replace('/', '_')}-{day}-{status}", suite="nightly", cell_id=cell, cell_key="k", code_key="c",
                   cell={"device": "cpu"}, status=status, metrics=metrics, environment=e, seed=0,
                   started_at=datetime(2026, 11, 10, tzinfo=timezone.utc) + timedelta(days=day), duration_s=3.0,
                   command=f"harness run suites/nightly.yaml --only {cell}")

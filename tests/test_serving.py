@@ -9,6 +9,7 @@ before each.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -48,7 +49,7 @@ serving:
       max_num_seqs: 8
       loads:
         - {kind: concurrency, concurrency: 8}
-        - {kind: poisson, rate_req_s: 4, burstiness: 0.5}
+        - {kind: poisson, rate_req_s: 4, burstiness: 0.5, max_concurrency: 16}
 """
 
 
@@ -64,12 +65,12 @@ def _plan(text: str):
 def test_equal_engine_starts_form_one_group_and_loads_expand_into_cells():
     cells = {p.cell.id: p.cell for p in _plan(SUITE).cells}
     assert sorted(cells) == ["srv-serve-vllm-c4-fp32", "srv-serve-vllm-continuous-fp32",
-                             "srv-serve-vllm-server-fp32-c8", "srv-serve-vllm-server-fp32-r4b0.5",
+                             "srv-serve-vllm-server-fp32-c8", "srv-serve-vllm-server-fp32-r4b0.5-c16",
                              "srv-serve-vllm-static-fp32"]
     static, cont, c4 = cells["srv-serve-vllm-static-fp32"], cells["srv-serve-vllm-continuous-fp32"], cells["srv-serve-vllm-c4-fp32"]
     assert static.group is not None and static.group == cont.group  # same options, max_num_seqs 8: one LLM start
     assert c4.group is None  # a start of its own
-    s1, s2 = cells["srv-serve-vllm-server-fp32-c8"], cells["srv-serve-vllm-server-fp32-r4b0.5"]
+    s1, s2 = cells["srv-serve-vllm-server-fp32-c8"], cells["srv-serve-vllm-server-fp32-r4b0.5-c16"]
     assert s1.group == s2.group != static.group
     assert s1.settings["load"]["concurrency"] == 8 and s2.settings["load"]["burstiness"] == 0.5
     assert all(c.settings["repeats"] == 3 and c.settings["warmup"] == 1 for c in cells.values())  # the defaults
@@ -159,7 +160,7 @@ def test_repeated_load_levels_are_rejected(tmp_path):
     from harness.spec.suite import SuiteError, load_suite
 
     path = tmp_path / "bad_loads.yaml"
-    path.write_text(SUITE.replace("{kind: poisson, rate_req_s: 4, burstiness: 0.5}", "{kind: concurrency, concurrency: 8}"))
+    path.write_text(SUITE.replace("{kind: poisson, rate_req_s: 4, burstiness: 0.5, max_concurrency: 16}", "{kind: concurrency, concurrency: 8}"))
     with pytest.raises(SuiteError, match="load levels must differ") as info:
         load_suite(path)
     assert info.value.problems[0].startswith(f"{path}:")  # the file and line of the repeated level
@@ -206,12 +207,12 @@ def test_metrics_conform_to_vllm_bench_serve(tmp_path):
     try:
         bench = subprocess.run(
             [sys.executable, "-m", "harness.engines.vllm_cli", "bench", "serve", "--backend", "vllm",
-             "--base-url", server.base_url, "--model", "harness", "--tokenizer", str(model.path),
+             "--base-url", server.base_url, "--model", server.served_name, "--tokenizer", str(model.path),
              "--dataset-name", "random", "--random-input-len", "64", "--random-output-len", "32",
              "--random-range-ratio", "0", "--num-prompts", "32", "--max-concurrency", "8", "--ignore-eos",
              "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
              "--save-result", "--save-detailed", "--result-dir", str(tmp_path), "--result-filename", "bench.json"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, env={**os.environ, "OPENAI_API_KEY": server.api_key})
         assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
         # the server's cache config says prefix caching is on (vLLM's default): it is emptied before a pass
         assert server.prefix_caching is True and engine.reset_cache(server) is True

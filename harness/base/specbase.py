@@ -3,7 +3,9 @@
 Every spec model forbids unknown keys; an unknown key is reported with the closest allowed name and
 the full list of allowed names. A field whose value picks an implementation by its ``kind`` is a
 union over everything registered for that axis, so adding an implementation module extends the
-schema with no central edit.
+schema with no central edit. A field that takes a number, a list or a mapping (a length
+distribution) is a :func:`by_shape` union: the input's shape picks one branch, so an error speaks of
+that branch alone, never of every branch pydantic tried.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -110,3 +114,35 @@ def kind_union(registry: Registry, *, shorthand: Callable[[str], dict] | None = 
         raise RuntimeError(f"no {registry.axis} is registered in {registry.package}")
     union = members[0] if len(members) == 1 else Union[members]  # type: ignore[valid-type]
     return Annotated[union, Field(discriminator="kind"), BeforeValidator(check)]
+
+
+SHAPE_TAG = "shape:"  # prefix of a by_shape branch in an error's location (suite errors leave it out)
+_SHAPES = ("one", "list", "mapping")
+
+
+def by_shape(*, expected: str, one: Any = None, many: Any = None, mapping: Any = None,
+             scalars: tuple[type, ...] | None = None) -> Any:
+    """A pydantic type: ``one`` for a scalar input, ``many`` for a list, ``mapping`` for a mapping (or a
+    model instance), chosen by the input's shape before anything is tried. ``scalars`` (default: any)
+    are the Python types of input that ``one`` is tried on (``(int, float)`` for a count, so that a
+    word is answered with every allowed form rather than with "not an integer").
+
+    An input of a shape with no branch fails with ``expected {expected}`` (say every allowed form,
+    without braces); an input of a given shape fails with that branch's errors only, located under
+    ``shape:<one|list|mapping>`` (:data:`SHAPE_TAG`), which suite errors drop from the path.
+    """
+    branches = {s: t for s, t in zip(_SHAPES, (one, many, mapping)) if t is not None}
+    if len(branches) < 2:
+        raise ValueError("by_shape needs at least two branches")
+
+    def shape(value: Any) -> str | None:
+        kind = ("list" if isinstance(value, (list, tuple))
+                else "mapping" if isinstance(value, (dict, BaseModel)) else "one")
+        if kind == "one" and scalars is not None and not isinstance(value, scalars):
+            return None
+        return SHAPE_TAG + kind if kind in branches else None
+
+    members = tuple(Annotated[t, Tag(SHAPE_TAG + s)] for s, t in branches.items())
+    union = Union[members]  # type: ignore[valid-type]
+    return Annotated[union, Discriminator(shape, custom_error_type="wrong_shape",
+                                          custom_error_message=f"expected {expected}")]

@@ -7,7 +7,8 @@ Timing follows ``vllm bench serve``: a request is submitted when it is sent; eve
 that carries a choice is a token arrival (TTFT at the first, ITL between chunks); it finishes at its
 last chunk; the token count is the server's ``usage.completion_tokens``; the run's duration runs
 from the start of the run to the last request's end. A request that gets an HTTP error, no chunk,
-or a broken stream is a failed trace with its error, never a lost one.
+or a broken stream is a failed trace with its error, never a lost one. With ``api_key`` every request
+carries ``Authorization: Bearer <key>`` (the harness's server refuses any request without it).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ async def _one(session: "aiohttp.ClientSession", url: str, model: str, req: "Req
                         token_times_s=times, error=error)
 
 
-async def _drive(base_url: str, model: str, requests: list["Request"], profile: "LoadProfile") -> tuple[list["RequestTrace"], float]:
+async def _drive(base_url: str, model: str, requests: list["Request"], profile: "LoadProfile",
+                 api_key: str | None) -> tuple[list["RequestTrace"], float]:
     import aiohttp
 
     arrivals = profile.arrival_times(len(requests))
@@ -73,7 +75,8 @@ async def _drive(base_url: str, model: str, requests: list["Request"], profile: 
     slots = asyncio.Semaphore(limit) if limit else None
     url = base_url.rstrip("/") + "/v1/completions"
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0), headers=headers) as session:
         t0 = time.perf_counter()
 
         async def scheduled(i: int, req: "Request") -> "RequestTrace":
@@ -85,7 +88,8 @@ async def _drive(base_url: str, model: str, requests: list["Request"], profile: 
         return list(traces), time.perf_counter() - t0
 
 
-def drive(base_url: str, model: str, requests: list["Request"], profile: "LoadProfile") -> tuple[list["RequestTrace"], float]:
-    """Send ``requests`` to ``base_url`` (serving ``model``) under ``profile``; returns one trace per
-    request (in request order) and the run's duration in seconds."""
-    return asyncio.run(_drive(base_url, model, requests, profile))
+def drive(base_url: str, model: str, requests: list["Request"], profile: "LoadProfile", *,
+          api_key: str | None = None) -> tuple[list["RequestTrace"], float]:
+    """Send ``requests`` to ``base_url`` (serving ``model``, with ``api_key`` as bearer token when given)
+    under ``profile``; returns one trace per request (in request order) and the run's duration in seconds."""
+    return asyncio.run(_drive(base_url, model, requests, profile, api_key))

@@ -12,8 +12,10 @@
   exp(total NLL / total scored tokens), so a resample of windows recomputes that ratio with each
   window weighted by its scored tokens; the interval is of the perplexity, not of the mean NLL.
 
-Every function is deterministic given ``seed``; the :func:`bootstrap_method` and :func:`wilson_method`
-strings say how an interval was made, for a metric's ``ci_method``.
+:func:`thin` keeps at most a given number of samples (evenly spaced order statistics, in their
+original order), so that a bootstrap over a large pool (``itl_ms``: one gap per generated token)
+needs bounded memory. Every function is deterministic given ``seed``; the :func:`bootstrap_method`
+and :func:`wilson_method` strings say how an interval was made, for a metric's ``ci_method``.
 """
 
 from __future__ import annotations
@@ -137,3 +139,21 @@ def bootstrap_method(units: int, what: str, *, paired: bool = False, n: int = RE
 def wilson_method(k: int, n: int) -> str:
     """``ci_method`` words for a Wilson interval, e.g. 'Wilson score, 37/50'."""
     return f"Wilson score, {k}/{n}"
+
+
+def thin(values: Sequence[float] | np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``values``: all of them when there are no more, else the ``limit`` order
+    statistics at evenly spaced ranks (the smallest and the largest included), in their original order.
+
+    The kept samples follow the pool's distribution (each stands for about ``len/limit`` of it), so a
+    median or percentile of them is within one rank step of the pool's; a bootstrap over them is as
+    wide as over ``limit`` draws, that is no narrower than the pool's. Raises ValueError for ``limit < 2``.
+    """
+    if limit < 2:
+        raise ValueError(f"thin needs limit >= 2, got {limit}")
+    arr = np.asarray(values, dtype=np.float64)
+    if len(arr) <= limit:
+        return arr
+    order = np.argsort(arr, kind="stable")
+    ranks = np.rint(np.linspace(0, len(arr) - 1, limit)).astype(np.int64)
+    return arr[np.sort(order[ranks])]

@@ -1,9 +1,11 @@
 """What this device can move and compute: read bandwidth and matmul FLOP/s, measured.
 
 Bandwidth (a large tensor's read, best of 5) and FLOP/s (a 2048^3 matmul in the cell's dtype, best of
-3). On CPU the runner measures them once per run, while no engine is running, and hands them to
-serving cells in ``HARNESS_HOST_RATES`` (:func:`host_rates` reads them); a CUDA device is measured in
-the cell's process. :mod:`harness.analytic.decode` turns them into the decode bound.
+3). On CPU the runner measures them once per run, while no engine is running, in a child process
+under a time limit (:func:`probe`, through :func:`harness.base.child.run_child`: torch never loads in
+the orchestrator), and hands them to serving cells in ``HARNESS_HOST_RATES`` (:func:`host_rates`
+reads them); a CUDA device, or a CPU the probe could not measure, is measured in the cell's process.
+:mod:`harness.analytic.decode` turns them into the decode bound.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def measure_flops(device: str, dtype: str, n: int = 2048) -> float:
         if i:
             best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+def probe(payload: dict) -> dict:
+    """Child-process entry (:mod:`harness.base.child`): ``{"bandwidth": bool, "dtypes": [torch dtype
+    names]}`` -> ``{"bandwidth": bytes/s (if asked), "flops": {dtype: FLOP/s}}``, all on the CPU."""
+    out: dict = {}
+    if payload.get("bandwidth", True):
+        out["bandwidth"] = measure_memory_bandwidth("cpu")
+    out["flops"] = {d: measure_flops("cpu", d) for d in payload.get("dtypes", [])}
+    return out
 
 
 def host_rates(device: str, dtype: str) -> tuple[float, float]:

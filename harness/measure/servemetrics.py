@@ -16,6 +16,11 @@ Several timed passes of the same workload (:func:`summarize_passes`; :func:`summ
   median, with its ``_p90_``, ``_p99_`` and ``_mean_`` companions over the same pool;
 - counts, one sample per pass: ``completed_requests`` and ``output_tokens`` the fewest of any pass,
   ``failed_requests`` and ``peak_concurrency_requests`` the most.
+
+A latency figure and its companions are made over the whole pool, but a record keeps at most
+:data:`MAX_SAMPLES` of its samples (:func:`harness.measure.intervals.thin`: evenly spaced order
+statistics), its description saying how many the pool held: ``itl_ms`` has one sample per generated
+token, and the gate's bootstrap of a median draws its samples 2,000 times over.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ import numpy as np
 from pydantic import Field
 
 from harness.base.specbase import StrictModel
-from harness.metrics import metric
+from harness.measure.intervals import thin
+from harness.metrics import catalog, metric
 
 if TYPE_CHECKING:
     from harness.base.wire import RequestTrace
     from harness.results.records import Metric
 
 PERCENTILE_METHOD = "linear"
+MAX_SAMPLES = 4096  # samples a record keeps per metric: the gate's bootstrap then needs about 130 MB at most
 
 
 def _dist(name: str, values: list[float]) -> dict[str, Metric]:
@@ -40,7 +47,12 @@ def _dist(name: str, values: list[float]) -> dict[str, Metric]:
     if not values:
         return {}
     arr = np.asarray(values, dtype=float)
-    out = {name: metric(name, float(np.median(arr)), samples=arr)}
+    kept = thin(arr, MAX_SAMPLES)
+    description = None
+    if len(kept) < len(arr):
+        description = (f"{catalog().require(name).description} (median of {len(arr):,} samples; {len(kept):,} kept: "
+                       "evenly spaced order statistics)")
+    out = {name: metric(name, float(np.median(arr)), samples=kept, description=description)}
     base, _, suffix = name.rpartition("_")
     for q in (90, 99):
         out[f"{base}_p{q}_{suffix}"] = metric(f"{base}_p{q}_{suffix}", float(np.percentile(arr, q, method=PERCENTILE_METHOD)))

@@ -7,6 +7,8 @@ implementation's ``supports(cell, host)``; skipped cells stay in the plan as dat
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -38,10 +40,14 @@ class Plan(BaseModel):
     def skipped(self) -> list[PlannedCell]:
         return [p for p in self.cells if p.skip is not None]
 
-    def command(self, cell: Cell) -> str:
-        """Shell command that reruns one cell alone."""
-        cmd = f"harness run {self.source or '<suite.yaml>'} --only {cell.id}"
-        return cmd + (f" --model {self.model_override}" if self.model_override else "")
+    def command(self, cell: Cell, results: str | Path = "results") -> str:
+        """Shell command that reruns one cell alone into the store folder ``results``, rerunning it even
+        when that store holds its record (``--no-resume``); every argument shell-quoted (``shlex.join``:
+        a ``local:`` path or a folder with spaces stays one argument)."""
+        args = ["harness", "run", self.source or "<suite.yaml>", "--only", cell.id]
+        if self.model_override:
+            args += ["--model", self.model_override]
+        return shlex.join([*args, "--results", str(results), "--no-resume"])
 
 
 def _pick(names: list[str] | None, items: list[Any], label: Any) -> list[Any]:

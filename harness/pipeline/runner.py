@@ -9,6 +9,28 @@ Each record carries the validity the worker judged (:mod:`harness.measure.validi
 :func:`run_plan` runs it again after a pause (``validity.retries`` times), keeping every record.
 The worker gets no more threads than the cores it may use: ``OMP_NUM_THREADS`` and vLLM's CPU
 thread binding (``VLLM_CPU_OMP_THREADS_BIND``) are set to this process' affinity unless already set.
+
+Nothing is left behind. The worker dies with the runner (it is told the runner's pid and asks for
+``PR_SET_PDEATHSIG``, :func:`harness.pipeline.worker.guard_parent`). Each cell gets one temporary
+folder, ``harness-cell-<pid>-<start>-*`` (:func:`harness.base.child.owned_tmp`), which is also the
+worker's ``TMPDIR``, so every temporary file of the cell's processes lies in it; it is removed when
+the cell ends (result, crash, timeout, an exception or SIGTERM in the runner). If the runner itself
+is SIGKILLed, the dying worker removes it, and whatever still remains (the runner killed before the
+worker started) is swept by the next runner (:func:`harness.base.child.sweep_tmp`: owner pid gone).
+A second interrupt while a cell's group is being killed only skips the rest of the grace period.
+
+Logs: each spawn writes a log of its own, ``<log_dir>/<first cell id>.<UTC time>-<random>.log``
+(created exclusively: two runs on one results folder never truncate each other's logs, and the
+``info["log"]`` of older records stays right). A failure's ``log_tail`` is the last
+:data:`LOG_TAIL_CHARS` characters, read from the end of the file.
+
+A worker killed by SIGKILL without a result is ``oom`` only when an OOM-kill counter
+(:func:`harness.base.child.oom_counters`) rose while it ran; otherwise it is an ``error`` saying
+that it was killed by SIGKILL and that who killed it is not known (an ``oom`` is final and never
+retried; an ``error`` is). A worker that reported an allocator OOM itself keeps its ``oom``.
+
+The host's rates for serving cells are probed in a child process under :data:`RATES_TIMEOUT_S`
+(:func:`harness.measure.rates.probe`), never with torch in this process.
 """
 
 from __future__ import annotations
@@ -17,13 +39,15 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from harness.base.child import ChildError, oom_counters, oom_evidence, owned_tmp, run_child, sweep_tmp, tmp_env
+from harness.base.errors import HarnessError
 from harness.pipeline.planner import Plan, PlannedCell
 from harness.results.environment import capture, code_key
 from harness.results.records import CellResult, Environment, Record, Validity
@@ -31,6 +55,7 @@ from harness.results.store import Store
 from harness.spec.cell import Cell
 
 LOG_TAIL_CHARS = 4000
+RATES_TIMEOUT_S = 300.0  # the host-rate probe (a 256 MiB read, a 2048^3 matmul per dtype) in its child
 
 
 def _kill_group(pgid: int, grace_s: float = 5.0) -> None:
@@ -47,6 +72,40 @@ def _kill_group(pgid: int, grace_s: float = 5.0) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
+
+
+def _stop_group(pgid: int, grace_s: float) -> None:
+    """:func:`_kill_group` that an interrupt cannot cut short: a ``KeyboardInterrupt`` (a second
+    Ctrl-C, CI's second SIGTERM) during it skips the rest of the grace period (SIGKILL at once) and
+    is raised again once the group is gone."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            _kill_group(pgid, 0.0 if interrupted else grace_s)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+def _stop_worker(proc: subprocess.Popen, grace_s: float) -> None:
+    """Kill the worker's process group (:func:`_stop_group`), and the worker's descendants that left
+    the group (found while the worker still lives, so none is mistaken for another process)."""
+    import psutil
+
+    strays = []
+    if proc.poll() is None:
+        try:
+            strays = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            pass
+    _stop_group(proc.pid, grace_s)
+    for p in strays:
+        try:
+            p.kill()  # psutil checks that the pid is still the same process
+        except psutil.Error:
+            pass
 
 
 def cpu_list(cpus: list[int]) -> str:
@@ -66,16 +125,43 @@ def thread_env(env: dict[str, str]) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(len(cpus)), "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus)} | env
 
 
-def _tail(path: Path) -> str:
+def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    """The last ``chars`` characters of the UTF-8 log ``path``, reading only its last ``4 * chars``
+    bytes (a character cut at the start is dropped; invalid bytes become U+FFFD). "" if unreadable."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 4 * chars))
+            data = fh.read()
     except OSError:
         return ""
-    return data[-LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+    if len(data) < size:  # started mid-file: skip UTF-8 continuation bytes of a cut character
+        cut = 0
+        while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:
+            cut += 1
+        data = data[cut:]
+    return data.decode("utf-8", errors="replace")[-chars:]
+
+
+def _log_path(log_dir: Path, cell_id: str) -> Path:
+    """A new, unique log file for a spawn whose first cell is ``cell_id`` (created empty, exclusively)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    while True:
+        path = log_dir / f"{cell_id}.{stamp}-{uuid.uuid4().hex[:8]}.log"
+        try:
+            with open(path, "xb"):
+                return path
+        except FileExistsError:
+            continue
 
 
 class Runner:
-    """Runs cells in subprocesses. ``worker`` is the module run as ``python -m <worker>``."""
+    """Runs cells in subprocesses. ``worker`` is the module run as ``python -m <worker>``.
+
+    Creating one sweeps the temporary folders of dead runs (:func:`harness.base.child.sweep_tmp`).
+    ``oom_counters`` are the OOM-kill counters read around each spawn (default: this process' memory
+    cgroup's, else the machine's, :func:`harness.base.child.oom_counters`)."""
 
     def __init__(self, *, log_dir: str | Path = "results/logs", worker: str = "harness.pipeline.worker",
                  environment: Environment | None = None, grace_s: float = 5.0, strict: bool = False) -> None:
@@ -85,7 +171,9 @@ class Runner:
         self.code_key = code_key()
         self.grace_s = grace_s
         self.strict = strict
+        self.oom_counters = oom_counters()
         self._rates: dict = {}
+        sweep_tmp()
 
     def _record(self, cell: Cell, command: str, started: datetime, duration: float, **fields) -> Record:
         return Record(record_id=uuid.uuid4().hex, suite=cell.suite, cell_id=cell.id, cell_key=cell.key(),
@@ -109,13 +197,13 @@ class Runner:
         saying they never ran."""
         import json
 
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{cells[0].id}.log"
+        log_path = _log_path(self.log_dir, cells[0].id)
         started = datetime.now(timezone.utc)
         t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="harness-cell-") as tmp:
-            cells_path, out_dir = Path(tmp) / "cells.json", Path(tmp) / "results"
+        with owned_tmp("cell") as tmp:
+            cells_path, out_dir = tmp / "cells.json", tmp / "results"
             out_dir.mkdir()
+            (tmp / "tmp").mkdir()
             cells_path.write_text(json.dumps([c.model_dump(mode="json") for c in cells]))
             status, reason = self._spawn(cells, cells_path, out_dir, log_path)
             return self._collect(cells, commands, out_dir, log_path, started, time.monotonic() - t0, status, reason)
@@ -125,6 +213,8 @@ class Runner:
         (status, reason) a cell left without a result gets. The whole group is killed afterwards."""
         import json
 
+        from harness.pipeline.worker import PARENT_ENV
+
         limit = sum(c.timeout_s for c in cells)
         env = thread_env(dict(os.environ, PYTHONUNBUFFERED="1"))
         serving = {c.precision.dtype for c in cells if c.scenario == "serve" and c.device == "cpu"}
@@ -132,24 +222,31 @@ class Runner:
             from harness.measure.rates import RATES_ENV
 
             env[RATES_ENV] = json.dumps(self.host_rates(serving))
-        with open(log_path, "wb") as log:
+        env |= tmp_env(cells_path.parent / "tmp") | {PARENT_ENV: str(os.getpid())}
+        before = [c.read() for c in self.oom_counters]
+        with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", self.worker, str(cells_path), str(out_dir)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env)
             try:
                 rc = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                _kill_group(proc.pid, self.grace_s)
+                _stop_worker(proc, self.grace_s)
                 proc.wait()
                 return "timeout", f"no result after {limit:g} s; process group killed"
-            except BaseException:  # Ctrl-C or the test runner stopping: leave nothing behind
-                _kill_group(proc.pid, self.grace_s)
+            except BaseException:  # Ctrl-C, SIGTERM or the test runner stopping: leave nothing behind
+                _stop_worker(proc, self.grace_s)
                 proc.wait()
                 raise
             finally:
-                _kill_group(proc.pid, self.grace_s)  # engine workers and servers the cells left running
+                _stop_group(proc.pid, self.grace_s)  # engine workers and servers the cells left running
         if rc == -signal.SIGKILL:
-            return "oom", "killed by SIGKILL without a result (most likely the out-of-memory killer)"
+            why = oom_evidence(self.oom_counters, before)
+            if why:
+                return "oom", f"killed by SIGKILL without a result: {why}"
+            where = ", ".join(c.scope for c in self.oom_counters) or "none readable on this host"
+            return "error", ("killed by SIGKILL without a result, by whom is not known: no OOM kill was counted "
+                             f"while it ran (OOM-kill counters: {where})")
         if rc < 0:
             return "error", f"crashed: killed by signal {signal.Signals(-rc).name}"
         return "error", f"exited with code {rc} without a result"
@@ -190,14 +287,23 @@ class Runner:
 
     def host_rates(self, dtypes: set[str]) -> dict:
         """This CPU's read bandwidth and matmul FLOP/s per dtype (for serving cells' decode bound),
-        each measured once per runner."""
-        from harness.measure.rates import measure_flops, measure_memory_bandwidth
-
-        if "bandwidth" not in self._rates:
-            self._rates["bandwidth"] = measure_memory_bandwidth()
-        flops = self._rates.setdefault("flops", {})
-        for dtype in sorted(dtypes - set(flops)):
-            flops[dtype] = measure_flops("cpu", dtype)
+        each measured once per runner, in a child process (:func:`harness.measure.rates.probe`) with the
+        cells' thread count, under :data:`RATES_TIMEOUT_S`. A probe that fails or runs out of time is
+        a warning; the serving cell then measures what is missing in its own process."""
+        missing = sorted(dtypes - set(self._rates.get("flops", {})))
+        if "bandwidth" in self._rates and not missing:
+            return self._rates
+        try:
+            answer = run_child("harness.measure.rates:probe",
+                               {"bandwidth": "bandwidth" not in self._rates, "dtypes": missing},
+                               env=thread_env(dict(os.environ)), timeout_s=RATES_TIMEOUT_S)
+        except ChildError as exc:
+            warnings.warn(f"the host-rate probe failed ({exc}); serving cells measure their rates themselves",
+                          stacklevel=2)
+            return self._rates
+        if "bandwidth" in answer:
+            self._rates["bandwidth"] = answer["bandwidth"]
+        self._rates.setdefault("flops", {}).update(answer.get("flops", {}))
         return self._rates
 
 
@@ -234,12 +340,12 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
             if on_start:
                 on_start(member)
         cells = [p.cell for p in group]
-        commands = [plan.command(c) for c in cells]
+        commands = [plan.command(c, results=store.root) for c in cells]
         results = [runner.skipped(planned, commands[0])] if planned.skip else runner.run_group(cells, commands)
         for attempt in range(1 + max((c.validity.retries for c in cells), default=0)):
             for record in results:
                 ran.add(record.cell_id)
-                store.append(record)
+                _store(store, record)
                 records.append(record)
                 if on_record:
                     on_record(record, False)
@@ -254,3 +360,16 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
             cells, commands = [c for c, _ in again], [cmd for _, cmd in again]
             results = runner.run_group(cells, commands)
     return records
+
+
+def _store(store: Store, record: Record) -> None:
+    """Append ``record``; if the store refuses it (a full disk), append the cell's failure without its
+    measurements, which may still fit, and raise the store's HarnessError either way: the run stops
+    (every later append would fail too) and every earlier record is kept."""
+    try:
+        store.append(record)
+    except HarnessError as exc:
+        small = record.model_copy(update={"status": "error", "reason": f"record not stored: {exc}", "metrics": {},
+                                          "info": {}, "log_tail": None, "validity": None})
+        store.append(small)  # raises HarnessError if even this does not fit
+        raise

@@ -7,17 +7,31 @@ or ``{"status": "error"|"oom", "reason": ...}``, with the cell's ``duration_s`` 
 Before each cell, torch gets one intra-op thread per core this process may use, never more. Engines still
 running after the last cell are stopped before the process leaves. Tracebacks go to stderr, which the runner keeps as the cell's log.
 The ``__main__`` guard matters: vLLM spawns processes that re-import the main module.
+
+The worker dies with its runner (:func:`guard_parent`): the runner names itself in ``HARNESS_WORKER_PARENT``;
+the worker asks for SIGTERM on its parent's death (``PR_SET_PDEATHSIG``) and also watches its parent
+pid (in case a framework took SIGTERM over). When the runner is gone (even before the request was
+made), the worker stops every process it started, removes the cell's temporary folder (the folder
+of CELLS.json, named ``harness-cell-*`` by the runner) and leaves. A SIGTERM while the runner lives
+(the runner's group kill) ends the worker as SIGTERM always did.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.base.protocol import error_text, exit_now, guarded, is_oom, write_json
+
+PARENT_ENV = "HARNESS_WORKER_PARENT"  # pid of the runner that started this worker
+ABANDON_GRACE_S = 3.0  # how long the worker's own children get to leave after SIGTERM, when the runner is gone
+_leaving = threading.Lock()
 
 if TYPE_CHECKING:
     from harness.spec.cell import Cell
@@ -68,16 +82,82 @@ def validity(cell: "Cell", result: dict[str, Any], threads: dict[str, Any]) -> d
     return judge(figures, metrics, cell.validity).model_dump(mode="json")
 
 
+def _abandon(cell_tmp: Path | None) -> NoReturn:
+    """The runner is gone: stop every process under this one (SIGTERM, then SIGKILL after
+    :data:`ABANDON_GRACE_S`), remove the cell's temporary folder, leave with status 1. A kernel alarm
+    ends the process if this itself hangs."""
+    if not _leaving.acquire(blocking=False):  # the watchdog and the signal handler both got here
+        if threading.current_thread() is threading.main_thread():
+            while True:  # the watchdog is leaving for both of us (or the alarm ends us)
+                signal.pause()
+        raise SystemExit(1)  # ends the watchdog thread quietly; the main thread is leaving
+    signal.alarm(int(ABANDON_GRACE_S) + 10)  # SIGALRM's default action ends the process
+    try:
+        import psutil
+
+        kids = psutil.Process().children(recursive=True)
+        for sig in ("terminate", "kill"):
+            for p in kids:
+                try:
+                    getattr(p, sig)()
+                except psutil.Error:
+                    pass
+            _, kids = psutil.wait_procs(kids, timeout=ABANDON_GRACE_S)
+            if not kids:
+                break
+    finally:
+        if cell_tmp is not None:
+            from harness.base.child import remove_tree
+
+            remove_tree(cell_tmp)
+        print("=== the runner is gone: worker stopped its processes and left", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def guard_parent(cell_tmp: Path | None) -> None:
+    """Make this process end with the runner named in ``HARNESS_WORKER_PARENT`` (nothing if unset):
+    parent-death signal, a SIGTERM handler that tells the runner's kill (die as by SIGTERM) from the
+    runner's death (:func:`_abandon`), and a watchdog thread that checks the parent every half second.
+    A runner that died before this call is caught here too. Call it first thing, from the main thread."""
+    from harness.base.proctree import die_with_parent
+
+    parent = int(os.environ.pop(PARENT_ENV, "0") or 0)
+    if not parent:
+        return
+    if os.getppid() != parent:  # gone before we could ask
+        _abandon(cell_tmp)
+    die_with_parent(signal.SIGTERM, parent)  # gone in between: exits; the next run sweeps the folder
+
+    def on_term(signum: int, frame: object) -> None:
+        if os.getppid() != parent:
+            _abandon(cell_tmp)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the runner stops us: end as SIGTERM ends a process
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        _abandon(cell_tmp)
+
+    signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     import time
-
-    from harness.measure import contention
-    from harness.spec.cell import Cell
 
     faulthandler.enable()
     if len(argv) != 2:
         print("usage: python -m harness.pipeline.worker CELLS.json OUT_DIR", file=sys.stderr)
         return 2
+    folder = Path(argv[0]).resolve().parent
+    guard_parent(folder if folder.name.startswith("harness-cell-") else None)
+
+    from harness.measure import contention
+    from harness.spec.cell import Cell
+
     cells = [Cell.model_validate(c) for c in json.loads(Path(argv[0]).read_text())]
     try:
         for i, cell in enumerate(cells):

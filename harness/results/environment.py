@@ -32,14 +32,31 @@ def capture(host: Host | None = None) -> Environment:
                        git_dirty=bool(status) if status is not None else None, harness_version=harness.__version__)
 
 
+def package_files(root: Path) -> list[Path]:
+    """Every file of the package at ``root`` that can change what it measures: its Python sources and its
+    packaged data (``data/``: the corpora, the Text2SQL items, few-shot examples and schema), in a stable
+    order; bytecode (``__pycache__``, ``*.pyc``) and hidden files left out."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                  and p.suffix not in (".pyc", ".pyo"))
+
+
+def source_key(root: Path) -> str:
+    """Hash of the relative path and bytes of every :func:`package_files` file under ``root``."""
+    h = hashlib.sha256()
+    for path in package_files(root):
+        h.update(str(path.relative_to(root).as_posix()).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def code_key() -> str:
-    """Hash of the harness' source files and the tracked framework versions: a record made under the
-    same key measured the same code."""
+    """Hash of the harness' files (its sources and packaged data, :func:`source_key`) and the tracked
+    framework versions: a record made under the same key measured the same code on the same data.
+    The reference cache key (:mod:`harness.scenarios.inference.reference`) includes it, so editing
+    the corpus or the Text2SQL items remakes the reference outputs too."""
     host = Host.detect()
-    h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        h.update(str(path.relative_to(PACKAGE_DIR)).encode())
-        h.update(path.read_bytes())
+    h = hashlib.sha256(source_key(PACKAGE_DIR).encode())
     h.update(json.dumps(host.packages, sort_keys=True).encode())
     return h.hexdigest()[:16]

@@ -10,14 +10,22 @@ with enough samples (:mod:`harness.measure.validity`), with the figures behind t
 run records an invalid cell as status ``invalid`` (its metrics kept). Bump :data:`SCHEMA_VERSION`
 when the meaning of a field changes (adding ``validity`` and ``invalid`` did not: a record without
 ``validity`` reads as not checked).
+
+Every float survives the store: NaN and +/-inf (an undefined ratio, a diverging loss) are written as
+the JSON strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the file stays standard JSON) and read
+back as floats, in typed fields and in the free-form ``info`` / ``figures`` alike (there, any string
+spelled exactly so reads as the float). ``record_id`` and ``environment.git_sha`` name files and git
+arguments elsewhere, so they are validated as safe tokens.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.base.host import Host
 
@@ -26,11 +34,30 @@ SCHEMA_VERSION = 1
 Status = Literal["ok", "skipped", "error", "oom", "timeout", "invalid"]
 STATUSES: tuple[str, ...] = ("ok", "skipped", "error", "oom", "timeout", "invalid")
 
+# NaN and +/-inf as JSON strings, not as ``null`` (which would not read back as a float). On every model a
+# record nests: a model's own setting governs its typed fields, the outermost one its ``Any`` values.
+FLOATS_KEPT = ConfigDict(ser_json_inf_nan="strings")
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+RECORD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # no "/", no leading "."
+GIT_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+def floats_back(value: Any) -> Any:
+    """``value`` with every ``"NaN"`` / ``"Infinity"`` / ``"-Infinity"`` string (how :data:`FLOATS_KEPT`
+    writes non-finite floats) inside dicts and lists turned back into the float."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: floats_back(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [floats_back(v) for v in value]
+    return value
+
 
 class Metric(BaseModel):
     """One measured (or predicted) quantity. The metric's name carries its unit too (``decode_tok_s``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FLOATS_KEPT)
 
     value: float
     unit: str
@@ -48,16 +75,24 @@ class Validity(BaseModel):
     """Whether a cell's numbers can be trusted: every broken rule in ``reasons`` with its figure, and
     the contention figures of its timed regions (foreign CPU share, cores, threads, load, GPU state)."""
 
+    model_config = FLOATS_KEPT
+
     valid: bool
     reasons: list[str] = Field(default_factory=list)
     figures: dict[str, Any] = Field(default_factory=dict)
+
+    _figures_back = field_validator("figures")(floats_back)
 
 
 class CellResult(BaseModel):
     """What a cell's worker returns: its metrics and the facts behind them."""
 
+    model_config = FLOATS_KEPT
+
     metrics: dict[str, Metric] = Field(default_factory=dict)
     info: dict[str, Any] = Field(default_factory=dict)
+
+    _info_back = field_validator("info")(floats_back)
 
 
 class CellFailure(Exception):
@@ -73,16 +108,25 @@ class CellFailure(Exception):
 class Environment(Host):
     """Where a record was produced: the host's facts plus the code's version."""
 
-    git_sha: str | None = None
+    git_sha: str | None = Field(default=None, description="the commit (hex), None outside a git checkout")
     git_dirty: bool | None = None
     harness_version: str
+
+    @field_validator("git_sha")
+    @classmethod
+    def _hex_sha(cls, v: str | None) -> str | None:
+        if v is not None and not GIT_SHA.fullmatch(v):
+            raise ValueError(f"git_sha {v[:80]!r} is not a commit: 7 to 64 hex digits (or null when unknown)")
+        return v
 
 
 class Record(BaseModel):
     """The outcome of one cell."""
 
+    model_config = FLOATS_KEPT
+
     schema_version: int = SCHEMA_VERSION
-    record_id: str
+    record_id: str = Field(description="unique token (a uuid's hex for the runner's records); names a file")
     suite: str
     cell_id: str
     cell_key: str = Field(description="hash of the resolved cell configuration")
@@ -99,6 +143,16 @@ class Record(BaseModel):
     started_at: datetime
     duration_s: float
     command: str = Field(description="shell command that reproduces this cell alone")
+
+    _info_back = field_validator("info")(floats_back)
+
+    @field_validator("record_id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        if not RECORD_ID.fullmatch(v):
+            raise ValueError(f"record_id {v[:80]!r} is not a safe token: 1 to 128 letters, digits, '.', '_' or '-', "
+                             "not starting with '.' (it names a file)")
+        return v
 
     @property
     def trusted(self) -> bool:

@@ -64,6 +64,11 @@ class Cell(StrictModel):
 
     def key(self) -> str:
         """Hash of the resolved configuration (the id, timeout, group and validity rules excluded: they do
-        not change results)."""
+        not change results), with the model pinned first where its source can pin it (a Hub model: the
+        commit its revision names now, so the key changes when the upstream weights do; see
+        :mod:`harness.models.hub`, which may ask the Hub once per process)."""
         data = self.model_dump(mode="json", exclude={"id", "timeout_s", "group", "validity"})
+        pin = getattr(self.model, "pinned", None)  # a source whose identity can move (the Hub)
+        if pin is not None:
+            data["model"] = pin().model_dump(mode="json")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -2,7 +2,8 @@
 
 A suite names a model, the precisions, the scenario blocks to cross them with (inference, training,
 serving), workloads, exclusions and per-cell settings. Every model forbids unknown keys; errors name
-the key's path (and the YAML line), what is wrong and what is allowed.
+the key's path (and the YAML line), what is wrong and what is allowed (:mod:`harness.spec.source`);
+resource bounds are part of validation (:mod:`harness.spec.bounds`).
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from harness.base.errors import HarnessError
 from harness.base.specbase import Slug, StrictModel
 from harness.measure.validity import ValidityRules
 from harness.metrics import Threshold
 from harness.spec.axes import ModelRef, PrecisionConfig
+from harness.spec.bounds import load_problems, timed_token_problems
 from harness.spec.inference import InferenceSettings
 from harness.spec.serving import ServingSettings
+from harness.spec.source import SuiteError, compose, duplicate_keys, format_errors, read_text
 from harness.spec.training import TrainingSettings
 from harness.spec.workloads import Workload
+
+__all__ = ["Exclusion", "Suite", "SuiteError", "dump_schema", "format_errors", "load_suite", "suite_json_schema"]
 
 AXES = ("scenario", "precision", "mode", "parallel", "engine", "workload")
 
@@ -95,6 +98,8 @@ class Suite(StrictModel):
                 problems.append((("workloads",), "serving needs at least one workload"))
             if self.serving.workloads is not None:
                 _known(problems, ("serving", "workloads"), self.serving.workloads, workloads)
+            problems += load_problems(self.serving.engines)
+            problems += timed_token_problems(self.workloads, self.serving.workloads, self.serving.repeats)
         names = {"precision": precisions, "workload": workloads, "mode": modes, "parallel": parallel, "engine": engines}
         for i, ex in enumerate(self.exclude):
             for axis, allowed in names.items():
@@ -121,82 +126,29 @@ def _known(problems: list, loc: tuple[Any, ...], values: list[str], allowed: lis
             problems.append((loc, f"unknown name {v!r}{suggest(v, allowed)}; defined: {', '.join(allowed) or 'none'}"))
 
 
-class SuiteError(HarnessError):
-    """A suite file that cannot be used; ``problems`` lists every problem as 'file:line: path: message'."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-
-def _line_of(node: Any, loc: tuple[Any, ...]) -> tuple[int | None, tuple[Any, ...]]:
-    """Walk a YAML node tree along ``loc``; return the deepest line found and loc without union tags."""
-    line = node.start_mark.line + 1 if node is not None else None
-    clean: list[Any] = []
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if pair is None:
-                kinds = [v.value for k, v in node.value if k.value == "kind"]
-                if kinds and kinds[0] == part:  # pydantic's discriminated-union tag, not a key
-                    continue
-                clean.append(part)
-                continue
-            clean.append(part)
-            line, node = pair[0].start_mark.line + 1, pair[1]
-            continue
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            clean.append(part)
-            continue
-        clean.append(part)
-        line = node.start_mark.line + 1
-    return line, tuple(clean)
-
-
-def format_errors(exc: ValidationError, source: str, root: Any = None) -> list[str]:
-    """One line per problem: ``source:line: dotted.path: message``."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        line, loc = _line_of(root, loc) if root is not None else (None, loc)
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required key is missing"
-        prefix = f"{source}:{line}" if line else source
-        lines.append(f"{prefix}: {where}: {msg}")
-    return lines
-
-
 def load_suite(path: str | Path, *, model: str | None = None) -> Suite:
     """Read and validate a suite file; ``model`` overrides its model reference.
 
-    Raises :class:`SuiteError` listing every problem (YAML syntax, unknown keys, wrong types...).
+    Raises :class:`SuiteError` listing every problem (a file that is not UTF-8, YAML syntax, a key
+    written twice, unknown keys, wrong types, values beyond the bounds of :mod:`harness.spec.bounds`).
     """
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SuiteError(source, [f"{source}: cannot read: {exc.strerror or exc}"]) from None
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise SuiteError(source, [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    text = read_text(path)
+    root, data = compose(text, source)
+    duplicates = duplicate_keys(root, source)
     if not isinstance(data, dict):
-        raise SuiteError(source, [f"{source}: a suite is a mapping of keys (name, model, precisions, ...)"])
+        raise SuiteError(source, [*duplicates,
+                                  f"{source}: a suite is a mapping of keys (name, model, precisions, ...)"])
     if model is not None:
         data["model"] = model
     try:
-        return Suite.model_validate(data)
+        suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise SuiteError(source, format_errors(exc, source, root)) from None
+        raise SuiteError(source, duplicates + format_errors(exc, source, root)) from None
+    if duplicates:
+        raise SuiteError(source, duplicates)
+    return suite
 
 
 def suite_json_schema() -> dict[str, Any]:

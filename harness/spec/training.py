@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 
 from harness.base.paths import CorpusName
-from harness.base.specbase import StrictModel
+from harness.base.specbase import StrictModel, by_shape
 from harness.spec.axes import ParallelConfig, TrainingModeConfig
 from harness.training.optimizers import OptimizerName
 
@@ -64,6 +64,13 @@ def _crossed(name: str) -> Any:
     return Field(default=base.default, description=f"{base.description} A list is crossed.")
 
 
+_Ints = by_shape(one=int, many=list[int], scalars=(int, float),
+                 expected="an integer or a list of integers (each one a cell)")
+_Bools = by_shape(one=bool, many=list[bool], expected="true, false or a list of them (each one a cell)")
+_Optimizers = by_shape(one=OptimizerName, many=list[OptimizerName],
+                       expected="an optimizer name or a list of them (each one a cell)")
+
+
 class TrainingSettings(StepSettings):
     """The suite's ``training:`` block: modes x precisions x parallel engines x every list-valued setting.
 
@@ -74,11 +81,11 @@ class TrainingSettings(StepSettings):
     parallel: list[ParallelConfig | None] = Field(
         default_factory=lambda: [None], min_length=1,
         description="Data-parallel engines (kind: ddp, fsdp, deepspeed); null = a single process (the default).")
-    batch_size: int | list[int] = _crossed("batch_size")  # type: ignore[assignment]
-    seq_len: int | list[int] = _crossed("seq_len")  # type: ignore[assignment]
-    grad_accum: int | list[int] = _crossed("grad_accum")  # type: ignore[assignment]
-    gradient_checkpointing: bool | list[bool] = _crossed("gradient_checkpointing")  # type: ignore[assignment]
-    optimizer: OptimizerName | list[OptimizerName] = _crossed("optimizer")  # type: ignore[assignment]
+    batch_size: _Ints = _crossed("batch_size")  # type: ignore[assignment]
+    seq_len: _Ints = _crossed("seq_len")  # type: ignore[assignment]
+    grad_accum: _Ints = _crossed("grad_accum")  # type: ignore[assignment]
+    gradient_checkpointing: _Bools = _crossed("gradient_checkpointing")  # type: ignore[assignment]
+    optimizer: _Optimizers = _crossed("optimizer")  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _valid_points(self) -> "TrainingSettings":

@@ -7,7 +7,9 @@ Prompt sources: ``corpus`` (slices of a shipped corpus at seeded offsets), ``ran
 uniform token ids, no special tokens), ``shared-prefix`` (one corpus prefix of
 ``shared_prefix_tokens`` shared by every request, then a distinct corpus slice: what prefix caching
 serves). Lengths: a number, a list drawn from uniformly (outputs), or a distribution
-(:class:`Lengths`: fixed, uniform, lognormal).
+(:class:`Lengths`: fixed, uniform, lognormal), told apart by the value's shape (a number, a list, a
+mapping) so that an error names the one form given. ``num_requests`` is bounded
+(:data:`harness.spec.bounds.MAX_REQUESTS`, with the reason).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.base.paths import CorpusName
-from harness.base.specbase import Slug, StrictModel
+from harness.base.specbase import Slug, StrictModel, by_shape
+from harness.spec.bounds import check_requests
 
 if TYPE_CHECKING:
     from harness.base.wire import Request
@@ -60,6 +63,18 @@ class Lengths(StrictModel):
             values = np.rint(rng.lognormal(np.log(self.median), self.sigma, size=n))
         return [int(v) for v in np.clip(values, self.min, self.max if self.max is not None else np.inf)]
 
+    def largest(self) -> int:
+        """The largest count a draw can give (lognormal: ``max``, which it requires)."""
+        top = int({"fixed": self.value, "uniform": self.high, "lognormal": self.max}[self.dist] or self.min)
+        return max(min(top, self.max) if self.max is not None else top, self.min)
+
+
+_DIST = "a mapping with dist: fixed (value), uniform (low, high) or lognormal (median, sigma, max)"
+PromptTokens = by_shape(one=int, mapping=Lengths, scalars=(int, float),
+                        expected=f"a token count or a distribution ({_DIST})")
+OutputTokens = by_shape(one=int, many=list[int], mapping=Lengths, scalars=(int, float),
+                        expected=f"a token count, a list of counts drawn from uniformly, or a distribution ({_DIST})")
+
 
 class Workload(StrictModel):
     """A set of generation requests."""
@@ -67,13 +82,18 @@ class Workload(StrictModel):
     name: Slug = Field(description="Workload name, used in cell ids and exclusions.")
     source: Literal["corpus", "random", "shared-prefix"] = Field(default="corpus", description="Where prompts come from.")
     corpus: CorpusName = Field(default="plain_english", description="Shipped corpus to cut prompts from.")
-    num_requests: int = Field(default=16, ge=1, description="Number of requests.")
-    prompt_tokens: int | Lengths = Field(default=64, description="Prompt length in tokens: a number or a distribution "
+    num_requests: int = Field(default=16, ge=1, description="Number of requests (at most 100,000).")
+    prompt_tokens: PromptTokens = Field(default=64, description="Prompt length in tokens: a number or a distribution "
                                                                  "(shared-prefix: the prefix included).")
-    output_tokens: int | list[int] | Lengths = Field(
+    output_tokens: OutputTokens = Field(
         default=32, description="Tokens to generate: a number, a list drawn from uniformly, or a distribution.")
     shared_prefix_tokens: int = Field(default=0, ge=0, description="shared-prefix: tokens every prompt starts with.")
     seed: int = Field(default=0, description="Seed for prompt offsets and output lengths.")
+
+    @field_validator("num_requests")
+    @classmethod
+    def _bounded(cls, value: int) -> int:
+        return check_requests(value)
 
     @field_validator("output_tokens", "prompt_tokens")
     @classmethod
@@ -96,6 +116,12 @@ class Workload(StrictModel):
         elif self.shared_prefix_tokens:
             raise ValueError(f"shared_prefix_tokens applies to source: shared-prefix, not {self.source}")
         return self
+
+    def longest_output(self) -> int:
+        """The longest output length any request can get."""
+        if isinstance(self.output_tokens, Lengths):
+            return self.output_tokens.largest()
+        return max(self.output_tokens) if isinstance(self.output_tokens, list) else self.output_tokens
 
     def output_lengths(self) -> list[int]:
         """The exact output length of each request (deterministic in ``seed``)."""

@@ -28,6 +28,13 @@ configuration's ``regressions_first_commits`` turns off. :func:`check_config` pr
 does exactly that for every series written, and refuses unknown (misspelled) configuration keys,
 which asv itself silently ignores.
 
+Record text is untrusted here: asv's pages show a benchmark's ``code`` as HTML (a tooltip with
+``html: true``), so the reproduce command and description written there are HTML-escaped; a record's
+``git_sha`` becomes a git argument and part of a file name, so only a hex commit (7 to 64 digits) is
+used, and a metric name becomes a series name (an asv file name, shown as HTML), so only letters,
+digits and ``_`` joined by ``.`` or ``-``; a record with anything else is reported as a problem, not
+written.
+
 asv's other pitfalls, handled here: a result whose benchmark ``version`` differs from
 ``benchmarks.json`` is ignored by asv, so versions are a hash of (name, unit, layout, record schema)
 and never change for a series; asv drops commits it cannot find on its configured branches, so each
@@ -37,6 +44,7 @@ commit is checked against the repository and every such commit is reported.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import subprocess
@@ -58,6 +66,8 @@ ENV_NAME = "harness"
 RESULT_COLUMNS = ["result", "params", "version", "started_at", "duration", "stats_ci_99_a", "stats_ci_99_b",
                   "stats_q_25", "stats_q_75", "stats_number", "stats_repeat", "samples"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_HEX_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_]+(?:[.-][A-Za-z0-9_]+)*")  # part of a series name, an asv file name and HTML
 
 
 class Series(BaseModel):
@@ -123,6 +133,13 @@ def check_config(config: AsvConfig, series: list[Series]) -> None:
                            f"'<suite>.<cell>.{GRAPH_ONLY}.'; see harness/track/asvdb.py)")
 
 
+def code_html(description: str, command: str) -> str:
+    """A benchmark's ``code`` field: the series' description and the record's reproduce command, as text
+    HTML-escaped for asv's pages (which insert it as HTML): no record can inject markup or script."""
+    text = (f"# {description}\n" if description else "") + f"# reproduce the cell:\n{command}"
+    return html.escape(text, quote=True)
+
+
 def _version(name: str, unit: str) -> str:
     return hashlib.sha256(f"{name}|{unit}|{LAYOUT_VERSION}|{SCHEMA_VERSION}".encode()).hexdigest()
 
@@ -170,6 +187,16 @@ def ingest(records: list[Record], config: AsvConfig, machine: str) -> Ingest:
         if not r.environment.git_sha:
             report.problems.append(f"{r.suite}/{r.cell_id} ({r.record_id}): no git commit in its environment "
                                    "(run outside a git checkout), so it has no place on asv's commit axis")
+            continue
+        if not _HEX_SHA.fullmatch(r.environment.git_sha):  # a git argument and a file name below
+            report.problems.append(f"{r.suite}/{r.cell_id} ({r.record_id}): git_sha {r.environment.git_sha[:80]!r} "
+                                   "is not a commit (7 to 64 hex digits)")
+            continue
+        bad = sorted(n for n in r.metrics if not _METRIC_NAME.fullmatch(n))
+        if bad:
+            report.problems.append(f"{r.suite}/{r.cell_id} ({r.record_id}): metric names {[b[:80] for b in bad[:3]]} "
+                                   "are not letters, digits and '_' (joined by '.' or '-'); asv would take them as "
+                                   "paths and markup")
             continue
         groups[(r.environment.git_sha, device_of(r))].append(r)
     if not groups:
@@ -235,10 +262,8 @@ def _write_commit(config: AsvConfig, machine: str, sha: str, device: str, rs: li
             while row[-1] is None:  # asv drops trailing null columns
                 row.pop()
             data["results"][s.name] = row
-            cell_cmd = f"# {s.description}\n" if s.description else ""
             benchmarks[s.name] = {"name": s.name, "type": "track", "unit": s.unit, "param_names": [], "params": [],
-                                  "version": version, "pretty_name": s.name,
-                                  "code": f"{cell_cmd}# reproduce the cell:\n{r.command}"}
+                                  "version": version, "pretty_name": s.name, "code": code_html(s.description, r.command)}
             report.series += 1
         report.records += 1
     path.write_text(json.dumps(data, allow_nan=True, sort_keys=True) + "\n")

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from harness.measure.intervals import thin
 from harness.metrics import Threshold, spec_for
 from harness.results.records import Metric, Record, device_of
 from harness.results.store import latest_per_cell, read_records
@@ -67,8 +68,11 @@ def rule_for(name: str, metric: Metric) -> Rule | None:
     return Rule(direction=spec.direction, kind=spec.kind, threshold=spec.default_threshold)  # type: ignore[arg-type]
 
 
+MAX_BOOTSTRAP_SAMPLES = 4096  # an older record may hold any number; thinned, a bootstrap stays near 65 MB
+
+
 def _median_interval(samples: list[float], seed: int) -> tuple[float, float]:
-    arr = np.asarray(samples, dtype=float)
+    arr = thin(samples, MAX_BOOTSTRAP_SAMPLES)
     rng = np.random.default_rng(seed)
     medians = np.median(rng.choice(arr, size=(BOOTSTRAP, arr.size), replace=True), axis=1)
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))

@@ -1,4 +1,4 @@
-"""A cell worker killed by SIGKILL, as the kernel's out-of-memory killer would do."""
+"""A cell worker killed by SIGKILL, as a `kill -9` would be (no OOM kill counted: an `error`, not `oom`)."""
 import os
 import signal
 

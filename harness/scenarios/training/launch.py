@@ -18,14 +18,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from harness.base.errors import HarnessError
 from harness.base.protocol import OOM_MESSAGES, pythonpath
+from harness.scenarios.training.rank import STORE_ENV
 
 if TYPE_CHECKING:
     from harness.spec.cell import Cell
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 LOG_TAIL_CHARS = 4000
 OOM_MARKERS = (*OOM_MESSAGES, "memoryerror", "outofmemoryerror")  # messages and exception names
 GRACE_S = 10.0  # torchrun's own shutdown of its ranks, before everything left is SIGKILLed
+STORE_TIMEOUT_S = 300.0  # the store's own operations (the server waits on nobody)
 
 
 class DistributedError(HarnessError):
@@ -47,23 +52,69 @@ class DistributedError(HarnessError):
         self.oom = oom
 
 
-def torchrun_command(cell: Cell, cell_json: Path, out_dir: Path) -> list[str]:
-    """The torchrun command line running ``cell``'s ranks (one per ``cell.parallel.nproc``)."""
+def torchrun_command(cell: Cell, cell_json: Path, out_dir: Path, store_port: int) -> list[str]:
+    """The torchrun command line running ``cell``'s ranks (one per ``cell.parallel.nproc``), joining the
+    rendezvous store on ``127.0.0.1:store_port`` as a client (see the module docstring)."""
     assert cell.parallel is not None
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", str(cell.parallel.nproc), "-m", "harness.scenarios.training.rank", str(cell_json), str(out_dir)]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(cell.parallel.nproc),
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{store_port}", "--rdzv-id", uuid.uuid4().hex,
+            "--rdzv-conf", "is_host=false", "--local-addr", "127.0.0.1",
+            "-m", "harness.scenarios.training.rank", str(cell_json), str(out_dir)]
 
 
-def rank_env(nproc: int, base: dict[str, str] | None = None) -> dict[str, str]:
+def rank_env(nproc: int, base: dict[str, str] | None = None, store_port: int | None = None) -> dict[str, str]:
     """The environment of torchrun and its ranks: ``base`` (default: this process') plus the harness on
-    ``PYTHONPATH``, unbuffered output and ``OMP_NUM_THREADS`` split between the ranks (kept if set)."""
+    ``PYTHONPATH``, unbuffered output, ``OMP_NUM_THREADS`` split between the ranks (kept if set),
+    gloo and NCCL on the loopback interface (kept if set), no store of torchrun's own and, with
+    ``store_port``, the ranks' process-group store (``HARNESS_RANK_STORE=127.0.0.1:PORT``)."""
+    from harness.base.proctree import loopback_interface
+
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = pythonpath(env)
     env["PYTHONUNBUFFERED"] = "1"
     if not env.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+    lo = loopback_interface()
+    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+        env[name] = env.get(name) or lo
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"  # else torchrun's agent hosts a store on every interface
+    if store_port is not None:
+        env[STORE_ENV] = f"127.0.0.1:{store_port}"
     return env
+
+
+@contextmanager
+def loopback_store() -> Iterator[int]:
+    """A TCPStore server listening on 127.0.0.1 only, for the time of the ``with`` block; yields its port.
+    (``TCPStore(host, ...)`` alone would listen on every interface: the host names only where clients
+    connect.)"""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+    except BaseException:
+        sock.close()
+        raise
+    fd = sock.detach()  # the store owns the socket from here (and closes it)
+    try:
+        store = TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=fd, wait_for_workers=False,
+                         timeout=timedelta(seconds=STORE_TIMEOUT_S), use_libuv=True)
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:  # the store had closed it already
+            pass
+        raise
+    try:
+        yield port
+    finally:
+        del store
 
 
 def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[str, Any]]:
@@ -90,9 +141,9 @@ def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[st
     cell_json = out / "cell.json"
     cell_json.write_text(cell.model_dump_json())
     log_path = out / "torchrun.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(torchrun_command(cell, cell_json, out), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=rank_env(nproc))
+    with open(log_path, "wb") as log, loopback_store() as port:
+        proc = subprocess.Popen(torchrun_command(cell, cell_json, out, port), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=rank_env(nproc, store_port=port))
         tee = threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True, name="torchrun-log")
         tee.start()
         try:

@@ -2,12 +2,14 @@
 
 Started by :func:`harness.scenarios.training.launch.launch` under torchrun; the rank, world size and
 local rank come from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``). Each rank joins
-the process group (``cell.parallel.resolved_backend``), seeds with the cell's seed (the same on every
-rank, so freshly initialized weights such as LoRA adapters agree), loads the model fresh, applies the
-training mode, and runs the one step loop (:func:`harness.scenarios.training.loop.train`) through its
-parallel engine's stepper. Rank ``r`` trains on its own fixed slice of the corpus: tokens
-``[r * A * B, (r + 1) * A * B)`` with ``A = grad_accum`` and ``B = batch_size * seq_len``, cut into its
-``A`` micro-batches (the same ones every step).
+the process group (``cell.parallel.resolved_backend``) on the launcher's loopback-only store named by
+``HARNESS_RANK_STORE`` (``127.0.0.1:PORT``; without it, torchrun's ``MASTER_ADDR``/``MASTER_PORT``),
+seeds with the cell's seed (the same on every rank, so freshly initialized weights such as LoRA
+adapters agree), loads the model fresh, applies the training mode, and runs the one step loop
+(:func:`harness.scenarios.training.loop.train`) through its parallel engine's stepper. Rank ``r``
+trains on its own fixed slice of the corpus: tokens ``[r * A * B, (r + 1) * A * B)`` with
+``A = grad_accum`` and ``B = batch_size * seq_len``, cut into its ``A`` micro-batches (the same ones
+every step).
 
 Each rank writes ``OUT_DIR/rank{r}.json`` (atomically, :mod:`harness.base.protocol`)::
 
@@ -48,6 +50,8 @@ from harness.base.protocol import error_text, exit_now, guarded, write_json
 
 if TYPE_CHECKING:
     from harness.spec.cell import Cell
+
+STORE_ENV = "HARNESS_RANK_STORE"  # host:port of the store the launcher hosts on loopback
 
 
 def _numel(p: Any) -> int:
@@ -108,6 +112,21 @@ def run_rank(cell: "Cell", rank: int, world: int, device: str) -> dict[str, Any]
     return out
 
 
+def _group_store() -> Any:
+    """A client of the launcher's store (``HARNESS_RANK_STORE``), under a prefix of this torchrun run and
+    restart; None without it (then ``env://``: rank 0 would host a store on every interface)."""
+    address = os.environ.get(STORE_ENV)
+    if not address:
+        return None
+    from datetime import timedelta
+
+    from torch.distributed import PrefixStore, TCPStore
+
+    host, _, port = address.rpartition(":")
+    prefix = f"harness/pg/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return PrefixStore(prefix, TCPStore(host, int(port), is_master=False, timeout=timedelta(seconds=300)))
+
+
 def _rank_main(cell_json: Path, out_dir: Path, rank: int) -> None:
     import torch
     import torch.distributed as dist
@@ -127,7 +146,12 @@ def _rank_main(cell_json: Path, out_dir: Path, rank: int) -> None:
     # Before joining the group: a rank that builds the model or a precision's checkpoint must write it,
     # and transformers' save_pretrained writes nothing on ranks other than 0 once a group exists.
     cell.precision.prepare(cell.model.resolve(), cell)
-    dist.init_process_group(backend=cell.parallel.resolved_backend(cell.device))
+    backend = cell.parallel.resolved_backend(cell.device)
+    store = _group_store()
+    if store is None:
+        dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     write_json(out_dir / f"rank{rank}.json", run_rank(cell, rank, world, device))
     dist.destroy_process_group()
 
