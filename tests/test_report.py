@@ -90,7 +90,8 @@ def test_report_has_tables_figures_links_and_reasons(tmp_path, env):
     for link, record_id in links:
         assert Record.model_validate_json((tmp_path / "r" / link).read_text()).record_id == record_id
     assert "s-infer-gptq: skipped: gptqmodel is not installed" in md
-    assert "s-train-full-bf16-big: oom: out of memory at batch_size=16" in md
+    assert "s-train-full-bf16-big: oom: out of memory at batch\\_size=16" in md  # record text, Markdown-escaped
+    assert "s-train-full-bf16-big: oom: out of memory at batch_size=16" in rep.html.read_text()
     assert "| old" not in md and ": old" not in md  # the superseded record
     # measured / predicted anatomy in MiB
     assert "| 2,000.00 / 2,000.00 |" in md
@@ -144,3 +145,17 @@ def test_records_that_are_not_valid_say_so_in_the_report_and_the_summary(tmp_pat
     print_summary([contended], Console(file=buf, width=250))
     out = buf.getvalue()
     assert "ok, NOT VALID" in out and "not valid: foreign CPU" in out and "(1 of them NOT VALID)" in out
+
+
+def test_record_text_is_shown_as_text_never_run(tmp_path, env):
+    """A reason or command carrying HTML or Markdown (an exception message from a model's files, say)
+    renders as its own text in report.html: no tag, no link, no emphasis is made from it."""
+    evil = "<img src=x onerror=alert(1)> <script>alert(2)</script> [click](javascript:alert(3)) **bold** a|b"
+    bad = rec(env, "s-infer-fp32", {"scenario": "infer", "precision": {"kind": "fp32"}}, status="error", reason=evil)
+    bad = bad.model_copy(update={"command": "harness run `rm -rf ~` <b>x</b>"})
+    page = build([bad], tmp_path / "r").html.read_text()
+    body = page.split("<body>", 1)[1]
+    assert "<img" not in body and "<script" not in body and "<b>" not in body and "<strong>bold" not in body
+    assert 'href="javascript' not in body
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in body and "&lt;img src=x onerror=alert(1)&gt;" in body
+    assert "<code>harness run `rm -rf ~` &lt;b&gt;x&lt;/b&gt;</code>" in body  # the command, whole, as code

@@ -17,6 +17,7 @@ figures (the ``track`` extra), nothing else beyond the core.
 from __future__ import annotations
 
 import html
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,19 +49,32 @@ def latest(records: list[Record]) -> list[Record]:
     return sorted(latest_per_cell(records).values(), key=lambda r: (r.suite, r.cell.get("scenario", ""), r.started_at))
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#!~&])")
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Record text as Markdown text: every character Markdown could read as markup (emphasis, links,
+    raw HTML, entities, table pipes) backslash-escaped, newlines folded; it renders as itself."""
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    """Record text as a Markdown code span: fenced by one more backtick than its longest run of them."""
+    text = text.replace("\n", " ").replace("|", "\\|")
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one such space
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _row_link(r: Record) -> str:
-    return f"[{r.cell_id}](records/{r.record_id}.json)"
+    return f"[{_md(r.cell_id)}](records/{r.record_id}.json)"  # record_id: a safe token, checked by the record
 
 
 def _table(view: TableView) -> list[str]:
     lines = ["| cell | status | " + " | ".join(view.headers) + " | reproduce |", "|" + "---|" * (len(view.headers) + 3)]
     for r, values in view.rows:
         status = r.status if r.trusted or r.status != "ok" else "ok, **not valid**"
-        lines.append(f"| {_row_link(r)} | {status} | " + " | ".join(_md(v) for v in values) + f" | `{_md(r.command)}` |")
+        lines.append(f"| {_row_link(r)} | {status} | " + " | ".join(_md(v) for v in values) + f" | {_code(r.command)} |")
     return lines
 
 
@@ -95,7 +109,8 @@ def markdown(records: list[Record], figures: list[Figure], missing: dict[str, st
 def to_html(md: str) -> str:
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(md)
+    # raw HTML off: whatever a record holds is shown as text, never run (the Markdown escapes it too)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape('LLM efficiency report')}</title>"
             f"<style>{CSS}</style></head><body>\n{body}</body></html>\n")
 
