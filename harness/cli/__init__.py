@@ -1,14 +1,13 @@
-"""The ``harness`` command: validate, plan, run suites, report on the cache, and print the suite schema.
+"""The ``harness`` command: validate, plan, run, compare, noise, report, asv and schema here;
+``estimate`` in :mod:`harness.cli.estimate`; ``cache`` and ``publish`` in :mod:`harness.cli.housekeeping`.
 
 Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input (suite, option).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -263,124 +262,6 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
     raise typer.Exit(2 if report.problems else 0)
 
 
-def _flag(field: str, *names: str, help: str | None = None) -> Any:
-    """A ``harness estimate`` option for an :class:`~harness.analytic.estimate.EstimateInput` field: its
-    default and help text are the field's own (declared once, there)."""
-    from harness.analytic.estimate import EstimateInput
-
-    info = EstimateInput.model_fields[field]
-    default = info.get_default(call_default_factory=True)
-    if isinstance(default, list):
-        default = ",".join(default)
-    return typer.Option(default, *(names or (f"--{field.replace('_', '-')}",)), help=help or info.description)
-
-
-@app.command()
-def estimate(
-    model: Optional[str] = typer.Argument(None, help="config.json, a folder with one, or a model reference "
-                                                     "(embedded, tiny, local:PATH, hub:ORG/NAME); or use --params."),
-    params: Optional[int] = typer.Option(None, "--params", help="A bare parameter count instead of a model."),
-    dtype: str = _flag("dtype"),
-    train: str = _flag("train"),
-    lora_r: int = _flag("lora_r"),
-    lora_targets: str = _flag("lora_targets", help="Comma-separated names of the Linear modules that get adapters."),
-    optimizer: str = _flag("optimizer"),
-    mixed_precision: bool = _flag("mixed_precision"),
-    zero_stage: int = _flag("zero_stage"),
-    world_size: int = _flag("world_size"),
-    quant: str = _flag("quant"),
-    quant_config: Optional[str] = typer.Option(None, "--quant-config", help="The --quant precision's settings as a "
-                                                                            "JSON object, e.g. '{\"group_size\": 32}'."),
-    double_quant: bool = _flag("double_quant"),
-    batch: Optional[int] = _flag("batch"),
-    seq: Optional[int] = _flag("seq"),
-    gradient_checkpointing: bool = _flag("gradient_checkpointing"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (bytes and counts)."),
-) -> None:
-    """Predict parameter, gradient, optimizer, activation and KV-cache memory without running the model."""
-    from pydantic import ValidationError
-
-    from harness.analytic.estimate import EstimateInput
-    from harness.analytic.estimate import estimate as predict
-    from harness.analytic.shape import ModelShape
-    from harness.base.errors import HarnessError
-
-    if (model is None) == (params is None):
-        err.print("[red]error[/red] give a model (config.json, a folder, or a reference) or --params N, not both",
-                  highlight=False)
-        raise typer.Exit(2)
-    flags = {k: v for k, v in locals().items() if k in EstimateInput.model_fields}
-    flags["lora_targets"] = [t for t in lora_targets.split(",") if t]
-    try:
-        flags["quant_config"] = json.loads(quant_config) if quant_config else {}
-    except json.JSONDecodeError as exc:
-        err.print(f"[red]error[/red] --quant-config: not a JSON object: {exc}", highlight=False)
-        raise typer.Exit(2)
-    try:
-        inp = EstimateInput(**flags)
-        shape = ModelShape.from_params(params) if params is not None else ModelShape.load(model)  # type: ignore[arg-type]
-        result = predict(shape, inp)
-    except ValidationError as exc:
-        for e in exc.errors():
-            flag = "--" + str(e["loc"][0]).replace("_", "-") if e["loc"] else "options"
-            err.print(f"[red]error[/red] {flag}: {e['msg'].removeprefix('Value error, ')}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    except HarnessError as exc:
-        from rich.markup import escape
-
-        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    if as_json:
-        typer.echo(result.model_dump_json(indent=2))
-        return
-    from harness.track.summary import print_estimate
-
-    print_estimate(result, out)
-
-
-@app.command()
-def cache(prune: bool = typer.Option(False, "--prune", help="Remove the least recently used entries no process uses "
-                                                           "(and what crashed builds left) down to the limit."),
-          max_bytes: Optional[str] = typer.Option(None, "--max-bytes", help="The limit for --prune (e.g. 20G); default "
-                                                                           "HARNESS_CACHE_MAX_BYTES or 50G."),
-          ) -> None:
-    """List the cache's entries (built models, references, quantized checkpoints): size, last use,
-    state, and the size limit; with --prune, remove entries down to the limit. Exit 0, 2 on a bad size."""
-    from datetime import datetime, timezone
-
-    from harness.base import cachedir
-    from harness.base.errors import HarnessError
-    from harness.base.paths import cache_dir
-
-    try:
-        limit = cachedir.parse_size(max_bytes, "--max-bytes") if max_bytes is not None else cachedir.max_bytes()
-    except HarnessError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    root = cache_dir()
-    if prune:
-        for e in cachedir.evict(root, limit):
-            out.print(f"removed {e.name} ({cachedir.human(e.size_bytes)}, last used "
-                      f"{e.last_used:%Y-%m-%d %H:%M:%S} UTC{', a crashed build' if e.state == 'stale' else ''})",
-                      highlight=False, soft_wrap=True)
-    listed = cachedir.entries(root)
-    now = datetime.now(timezone.utc)
-    table = Table(title=f"cache {root}", title_justify="left")
-    for col, justify in (("entry", "left"), ("size", "right"), ("last used (UTC)", "left"), ("ago", "right"), ("state", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for e in reversed(listed):  # most recently used first
-        ago = (now - e.last_used).total_seconds()
-        table.add_row(e.name, cachedir.human(e.size_bytes), f"{e.last_used:%Y-%m-%d %H:%M:%S}",
-                      f"{ago / 86400:.1f} d" if ago >= 86400 else f"{ago / 3600:.1f} h", e.state)
-    out.print(table)
-    total = sum(e.size_bytes for e in listed)
-    source = "--max-bytes" if max_bytes is not None else (
-        cachedir.MAX_BYTES_ENV if os.environ.get(cachedir.MAX_BYTES_ENV, "").strip() else "default")
-    out.print(f"{len(listed)} entries, {cachedir.human(total)} ({total} bytes) of a limit of {cachedir.human(limit)} "
-              f"({limit} bytes, {source}); least recently used entries beyond it go after each build",
-              highlight=False, soft_wrap=True)
-
-
 @app.command()
 def schema() -> None:
     """Print the JSON schema of a suite file."""
@@ -389,21 +270,5 @@ def schema() -> None:
     typer.echo(dump_schema())
 
 
-@app.command()
-def publish(results: list[Path] = typer.Argument(..., help="Stores (folders or .jsonl files) to publish."),
-            out_dir: Path = typer.Option(..., "--out", help="Folder of the public view (must not hold records yet).")) -> None:
-    """Write the public view of records: allow-listed fields, no hostname, home folders or log tails.
-    Exit 0, 2 on bad input."""
-    from harness.base.errors import HarnessError
-    from harness.track.publish import publish as public_view
-
-    try:
-        n = public_view(results, out_dir)
-    except HarnessError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    out.print(f"{n} records -> {out_dir}", highlight=False)
-
-
-if __name__ == "__main__":
-    app()
+# the other commands, registered on `app` where they live
+from harness.cli import estimate as _estimate, housekeeping as _housekeeping  # noqa: E402,F401
