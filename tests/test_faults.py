@@ -36,7 +36,8 @@ import pytest
 from harness.base.child import ChildError, OomCounter, oom_counters, owned_tmp, run_child, sweep_tmp
 from harness.base.host import Host
 from harness.pipeline.planner import plan
-from harness.pipeline.runner import Runner, _tail
+from harness.base.logtail import tail as _tail
+from harness.pipeline.runner import Runner
 from harness.spec.suite import load_suite
 from tests.conftest import REPO
 

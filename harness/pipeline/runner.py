@@ -22,7 +22,7 @@ A second interrupt while a cell's group is being killed only skips the rest of t
 Logs: each spawn writes a log of its own, ``<log_dir>/<first cell id>.<UTC time>-<random>.log``
 (created exclusively: two runs on one results folder never truncate each other's logs, and the
 ``info["log"]`` of older records stays right). A failure's ``log_tail`` is the last
-:data:`LOG_TAIL_CHARS` characters, read from the end of the file.
+:data:`harness.base.logtail.LOG_TAIL_CHARS` characters, read from the end of the file.
 
 A worker killed by SIGKILL without a result is ``oom`` only when an OOM-kill counter
 (:func:`harness.base.child.oom_counters`) rose while it ran; otherwise it is an ``error`` saying
@@ -48,13 +48,13 @@ from typing import Callable
 
 from harness.base.child import ChildError, oom_counters, oom_evidence, owned_tmp, run_child, sweep_tmp, tmp_env
 from harness.base.errors import HarnessError
+from harness.base.logtail import tail as log_tail
 from harness.pipeline.planner import Plan, PlannedCell
 from harness.results.environment import capture, code_key
 from harness.results.records import CellResult, Environment, Record, Validity
 from harness.results.store import Store
 from harness.spec.cell import Cell
 
-LOG_TAIL_CHARS = 4000
 RATES_TIMEOUT_S = 300.0  # the host-rate probe (a 256 MiB read, a 2048^3 matmul per dtype) in its child
 
 
@@ -123,24 +123,6 @@ def thread_env(env: dict[str, str]) -> dict[str, str]:
     """``env`` with the worker's threads held to this process' cores (values already set are kept)."""
     cpus = sorted(os.sched_getaffinity(0))
     return {"OMP_NUM_THREADS": str(len(cpus)), "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus)} | env
-
-
-def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
-    """The last ``chars`` characters of the UTF-8 log ``path``, reading only its last ``4 * chars``
-    bytes (a character cut at the start is dropped; invalid bytes become U+FFFD). "" if unreadable."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - 4 * chars))
-            data = fh.read()
-    except OSError:
-        return ""
-    if len(data) < size:  # started mid-file: skip UTF-8 continuation bytes of a cut character
-        cut = 0
-        while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:
-            cut += 1
-        data = data[cut:]
-    return data.decode("utf-8", errors="replace")[-chars:]
 
 
 def _log_path(log_dir: Path, cell_id: str) -> Path:
@@ -271,14 +253,14 @@ class Runner:
                 result = CellResult.model_validate(data)  # a failure may carry what it measured before failing
                 if cell_status == "ok" and validity is not None and not validity.valid and (self.strict or cell.validity.strict):
                     cell_status, cell_reason = "invalid", "; ".join(validity.reasons)
-                tail = None if cell_status in ("ok", "invalid") else _tail(log_path)
+                tail = None if cell_status in ("ok", "invalid") else log_tail(log_path)
                 records.append(self._record(cell, command, started, cell_s, status=cell_status, reason=cell_reason,
                                             log_tail=tail, metrics=result.metrics, info=result.info | info,
                                             validity=validity))
             elif failed_at is None:
                 failed_at = cell.id
                 records.append(self._record(cell, command, started, duration, status=status, reason=reason,
-                                            log_tail=_tail(log_path), info=info))
+                                            log_tail=log_tail(log_path), info=info))
             else:
                 records.append(self._record(cell, command, started, 0.0, status="error",
                                             reason=f"not run: its group's process ended during {failed_at} ({status})",

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from harness.base.errors import HarnessError
+from harness.base.logtail import tail
 from harness.base.protocol import OOM_MESSAGES, pythonpath
 from harness.scenarios.training.rank import STORE_ENV
 
 if TYPE_CHECKING:
     from harness.spec.cell import Cell
 
-LOG_TAIL_CHARS = 4000
 OOM_MARKERS = (*OOM_MESSAGES, "memoryerror", "outofmemoryerror")  # messages and exception names
 GRACE_S = 10.0  # torchrun's own shutdown of its ranks, before everything left is SIGKILLed
 STORE_TIMEOUT_S = 300.0  # the store's own operations (the server waits on nobody)
@@ -215,9 +215,5 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _tail(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return "--- torchrun log (tail) ---\n" + data[-LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+    return "--- torchrun log (tail) ---\n" + tail(path)
 
