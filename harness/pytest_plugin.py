@@ -1,12 +1,26 @@
 """pytest plugin: turns suite YAML files into test items, one per cell, measured by pytest-benchmark.
 
 Loaded from the repository's ``conftest.py``. ``pytest suites/ --benchmark-only`` collects
-``test_cell[<cell id>]`` for every cell of every ``*.yaml`` beside the test module; each cell runs in
-its own subprocess as one pedantic round (no calibration loop; cells sharing an engine start run
-together in one subprocess when the group's first item runs, and the others' rounds only look up
-their records, with the cell's own time in ``extra_info["cell_duration_s"]``), its metrics go to ``extra_info`` (so
-``--benchmark-json`` carries them) and its record to the store. Skipped cells are pytest skips with
-the planner's reason; a cell that errors, runs out of memory or times out fails its item.
+``test_cell[<cell id>]`` for every cell of every ``*.yaml`` beside the test module (``--harness-suite``
+picks some: a path, a suite name such as ``default``, ``all``, or a comma-separated list); each cell
+runs in its own subprocess (cells sharing an engine start run together in one subprocess when the
+group's first item runs; the others then only look up their records). Its metrics go to
+``extra_info`` (so ``--benchmark-json`` carries them) and its record to the store. Skipped cells are
+pytest skips with the planner's reason; a cell that errors, runs out of memory or times out fails its item.
+
+**What pytest-benchmark times.** Not the subprocess: its statistics (min, median, stddev, rounds) are
+the durations the cell measured inside its process for its scenario's declared timed quantity
+(:class:`harness.metrics.Benchmark`: seconds per decode step at the first batch size, per training
+step, per generated token of a serving pass), one round per sample, so ``--benchmark-compare``,
+``--benchmark-compare-fail=median:5%``, histograms and ``pytest-benchmark compare`` judge them. Each
+grouped cell gets its own samples. They are handed to the fixture's stats through
+:func:`feed_measured`, a seam past pytest-benchmark's documented surface: the version is pinned
+(``pytest-benchmark==5.3.1``) and tests/test_pytest_plugin.py holds the seam. Under
+``--benchmark-disable`` nothing is fed; under pytest-xdist suite cells are refused (cells are timed one
+at a time on the machine's cores).
+
+**Progress.** A line as each cell starts and ends (id, status, duration, the timed quantity's
+median), written through pytest's terminal reporter outside output capture, with ``-q`` and ``-v``.
 
 While cells run, SIGTERM and SIGHUP (a cancelled CI job, a closed terminal) stop the session as
 Ctrl-C does: the running cell's whole process group is killed by the runner, its temporary folder
@@ -18,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import threading
 from pathlib import Path
@@ -33,8 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "LLM efficiency harness")
     group.addoption("--harness-model", default=None, metavar="REF",
                     help="Override every suite's model (embedded, tiny, local:PATH, hub:ORG/NAME).")
-    group.addoption("--harness-suite", action="append", default=None, metavar="PATH",
-                    help="Suite file(s) to run (default: every *.yaml beside the test module).")
+    group.addoption("--harness-suite", action="append", default=None, metavar="SUITE",
+                    help="Suite(s) to run: a file, a suite name beside the test module (default), 'all', or a "
+                         "comma-separated list (default: every *.yaml beside the test module).")
     group.addoption("--harness-results", default="results", metavar="DIR", help="Folder of the JSON Lines store.")
     group.addoption("--harness-strict", action="store_true", default=False,
                     help="Record cells that are not valid (contended, too short, too few samples) as `invalid` (a failure).")
@@ -45,16 +61,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_GROUP_KEY] = {}
 
 
-def _suite_files(metafunc: pytest.Metafunc) -> list[Path]:
-    chosen = metafunc.config.getoption("--harness-suite")
-    if chosen:
-        return [Path(p) for p in chosen]
-    return sorted(Path(metafunc.module.__file__).parent.glob("*.yaml"))
+def suite_files(chosen: list[str] | None, here: Path) -> list[Path]:
+    """The suite files ``--harness-suite`` names (see its help), in order, each once; every ``*.yaml`` in
+    ``here`` when none is named. Raises ``pytest.UsageError`` naming an unknown suite and the known ones."""
+    known = sorted(here.glob("*.yaml"))
+    if not chosen:
+        return known
+    out: list[Path] = []
+    for part in (p.strip() for entry in chosen for p in entry.split(",") if p.strip()):
+        if part == "all":
+            found = known
+        elif Path(part).is_file():
+            found = [Path(part)]
+        elif (here / f"{part}.yaml").is_file():
+            found = [here / f"{part}.yaml"]
+        else:
+            raise pytest.UsageError(f"--harness-suite {part}: no such suite file or name; known: "
+                                    f"{', '.join(p.stem for p in known)}, or all")
+        out += [f for f in found if f not in out]
+    return out
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness_cell" not in metafunc.fixturenames:
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        raise pytest.UsageError("suite cells run one at a time: under pytest-xdist they would be timed side by side "
+                                "on the same cores; run them without -n")
     from harness.base.host import Host
     from harness.pipeline.planner import plan
     from harness.spec.suite import SuiteError, load_suite
@@ -62,7 +95,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     model = metafunc.config.getoption("--harness-model")
     host = Host.detect()
     params, ids, problems = [], [], []
-    for path in _suite_files(metafunc):
+    for path in suite_files(metafunc.config.getoption("--harness-suite"), Path(metafunc.module.__file__).parent):
         try:
             suite = load_suite(path, model=model)
         except SuiteError as exc:
@@ -120,31 +153,35 @@ def harness_store(pytestconfig: pytest.Config) -> Any:
 
 
 def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchmark: Any, runner: Any, store: Any) -> Any:
-    """Run one planned cell as a single pedantic benchmark round; record it; skip or fail as it says."""
+    """Run one planned cell (or look up its record, run earlier with its group), record it, hand its
+    measured durations to ``benchmark``, and skip or fail as it says."""
     plan, planned = harness_cell
     command = plan.command(planned.cell, results=store.root)
     records = request.config.stash[_RECORDS_KEY]
+    say = _Progress(request.config)
     if planned.skip is not None:
         record = runner.skipped(planned, command)
         store.append(record)
         records.append(record)
+        say.ended(record)
         pytest.skip(planned.skip)
     done = request.config.stash[_GROUP_KEY]
-    if planned.cell.id in done:  # run earlier with its group (one engine start); its round is only a lookup
-        record = benchmark.pedantic(done.pop, args=(planned.cell.id,), rounds=1, iterations=1, warmup_rounds=0)
+    if planned.cell.id in done:  # run earlier with its group (one engine start)
+        record = done.pop(planned.cell.id)
     elif planned.cell.group is not None:
         members = _group_members(request, harness_cell)
         cells = [p.cell for _, p in members]
-        results = benchmark.pedantic(runner.run_group, args=(cells, [pl.command(c, results=store.root) for (pl, _), c in zip(members, cells)]),
-                                     rounds=1, iterations=1, warmup_rounds=0)
-        for r in results:
+        say.started(planned.cell.id, [c.id for c in cells[1:]])
+        for r in runner.run_group(cells, [pl.command(c, results=store.root) for (pl, _), c in zip(members, cells)]):
             store.append(r)
             done[r.cell_id] = r
         record = done.pop(planned.cell.id)
     else:
-        record = benchmark.pedantic(runner.run, args=(planned.cell, command), rounds=1, iterations=1, warmup_rounds=0)
+        say.started(planned.cell.id)
+        record = runner.run(planned.cell, command)
         store.append(record)
     records.append(record)
+    say.ended(record)
     benchmark.group = f"{planned.cell.suite}/{planned.cell.scenario}"
     benchmark.extra_info.update({
         "cell_id": record.cell_id, "status": record.status, "record_id": record.record_id,
@@ -154,6 +191,7 @@ def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchm
         "group": planned.cell.group,
         "validity": record.validity.model_dump(mode="json") if record.validity else None,
     })
+    feed_measured(benchmark, record)
     if record.status == "ok" and not record.trusted:
         import warnings
 
@@ -164,6 +202,53 @@ def run_cell_benchmark(request: pytest.FixtureRequest, harness_cell: Any, benchm
         pytest.fail(f"cell {record.cell_id}: {record.status}: {record.reason}\n--- log tail ---\n{record.log_tail or ''}",
                     pytrace=False)
     return record
+
+
+def feed_measured(benchmark: Any, record: Any) -> None:
+    """Give pytest-benchmark's fixture the durations ``record`` measured for its scenario's timed quantity
+    (:func:`harness.track.timed.timed_samples`, seconds), one round each, as its statistics.
+
+    The seam (pytest-benchmark 5.3.1, pinned): ``_mode`` marks the fixture used (no "not used" warning,
+    no second use), ``_make_stats(iterations)`` registers a ``Metadata`` with the session (copying
+    ``group`` and sharing ``extra_info``, so both are set before), ``Metadata.update(seconds)`` adds a
+    round. Nothing is fed under ``--benchmark-disable`` or when the record measured nothing (a failure);
+    such an item is then absent from pytest-benchmark's table and JSON, as pytest-benchmark does with
+    a test that raised."""
+    from harness.track.timed import timed_samples
+
+    benchmark._mode = "harness: durations the cell measured in its process"
+    timed = timed_samples(record)
+    if benchmark.disabled or timed is None:
+        return
+    bench, samples = timed
+    benchmark.extra_info["timed"] = {"metric": bench.metric, "what": bench.what, "unit": "s", "samples": samples}
+    stats = benchmark._make_stats(1)
+    for seconds in samples:
+        stats.update(seconds)
+
+
+class _Progress:
+    """Lines for the terminal as cells start and end, outside pytest's output capture."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.reporter = config.pluginmanager.get_plugin("terminalreporter")
+        self.capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def _line(self, text: str) -> None:
+        if self.reporter is None:
+            return
+        with self.capture.global_and_fixture_disabled() if self.capture is not None else contextlib.nullcontext():
+            self.reporter.ensure_newline()
+            self.reporter.write_line(f"[harness] {text}")
+
+    def started(self, cell_id: str, with_it: list[str] | None = None) -> None:
+        also = f" (one engine start with {', '.join(with_it)})" if with_it else ""
+        self._line(f"{cell_id}: started{also}")
+
+    def ended(self, record: Any) -> None:
+        from harness.track.timed import progress_line
+
+        self._line(progress_line(record))
 
 
 def _group_members(request: pytest.FixtureRequest, harness_cell: tuple[Any, Any]) -> list[tuple[Any, Any]]:
@@ -187,6 +272,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from harness.track.summary import print_summary
 
     buf = io.StringIO()
-    print_summary(records, Console(file=buf, width=max(terminalreporter._tw.fullwidth, 160), force_terminal=False))
+    print_summary(records, Console(file=buf, width=max(terminalreporter._tw.fullwidth, 120), force_terminal=False),
+                  results=str(config.getoption("--harness-results")))
     terminalreporter.write_sep("=", "harness summary")
     terminalreporter.write(buf.getvalue())

@@ -57,10 +57,10 @@ def test_quantization_suite_on_the_embedded_model(suite_results):
 
 def check_quantization_records(results) -> None:
     """What the quantization suite's records and summary must show (also usable on a finished run)."""
-    from harness.track.summary import tables
+    from harness.track.tables import views
 
     store = Store(results)
-    headers = {str(col.header) for table, _ in tables(store.records("quantization")) for col in table.columns}
+    headers = {h for view in views(store.records("quantization")) for h in view.headers}  # the report's full tables
     for column in ("quant_bits_per_param", "quant_bits_per_param_analytic", "weight_bytes", "perplexity",
                    "kl_ref_nats", "top1_agreement_ref_ratio", "text2sql_ex_ratio", "output_length_ratio_ref",
                    "prefill_tok_s_bs1", "prefill_tok_s_bs8", "decode_tok_s_bs1", "decode_tok_s_bs8", "kernel"):
@@ -102,7 +102,7 @@ def test_training_suites_on_the_embedded_model(suite_results):
                          capture_output=True, text=True, timeout=3500)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the summary and anatomy tables, in the CI log
-    assert "Training memory anatomy, measured / predicted" in res.stdout
+    assert "training: Training memory anatomy, measured" in res.stdout
     store = Store(suite_results)
     records = {r.cell_id: r for suite in ("training", "training-knobs") for r in store.records(suite)}
     ran = {k: r for k, r in records.items() if r.status != "skipped"}
@@ -212,7 +212,9 @@ def test_report_gate_and_asv_on_the_embedded_suites(suite_results, tmp_path):
     res = cli("report", suite_results, "--out", tmp_path / "report")
     assert res.returncode == 0, res.stdout + res.stderr
     plots = sorted((tmp_path / "report" / "plots").glob("*.png"))
-    assert [p.stem for p in plots] == ["accuracy-bits", "decode-bound", "memory-anatomy", "serving-load"], res.stdout
+    # one figure per (kind, suite, machine, model): <kind>--<suite>--<machine>--<model>.png
+    assert {p.stem.split("--")[0] for p in plots} == {"accuracy-bits", "decode-bound", "memory-anatomy", "serving-load"}, res.stdout
+    assert {p.stem.split("--")[1] for p in plots} == {"quantization", "training", "training-knobs", "serving"}, res.stdout
     for p in plots:
         rgb = matplotlib.image.imread(p)[..., :3]
         assert p.stat().st_size > 10_000 and ((rgb.max(-1) - rgb.min(-1)) > 0.3).sum() > 100, p

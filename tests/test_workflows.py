@@ -205,7 +205,7 @@ def test_nightly_publish_one_at_a_time_to_asv_and_pages(nightly: dict) -> None:
         "git worktree add",
         "harness asv new --machine",
         "git push origin asv-results",
-        "asv --config benchmarks/asv.conf.json publish",
+        "harness asv-publish --config benchmarks/asv.conf.json",
         "actions/upload-pages-artifact@",
         "actions/deploy-pages@",
     )]

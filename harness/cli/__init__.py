@@ -1,5 +1,6 @@
 """The ``harness`` command: validate, plan, run, compare, noise, report, asv and schema here;
-``estimate`` in :mod:`harness.cli.estimate`; ``cache`` and ``publish`` in :mod:`harness.cli.housekeeping`.
+``estimate`` in :mod:`harness.cli.estimate`; ``cache`` and ``publish`` in :mod:`harness.cli.housekeeping`;
+``asv-assets`` and ``asv-publish`` (the asv site, offline) in :mod:`harness.cli.asvsite`.
 
 Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input (suite, option).
 """
@@ -96,6 +97,7 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
     from harness.pipeline.runner import Runner, run_plan
     from harness.results.store import Store
     from harness.track.summary import print_summary
+    from harness.track.timed import progress_line
 
     suites, failed = _load(paths, model)
     if failed:
@@ -124,9 +126,8 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
 
             def finished(record, reused, task=task) -> None:
                 progress.advance(task)
-                note = " (recorded earlier, not rerun)" if reused else f" in {record.duration_s:.1f} s"
-                progress.console.print(f"{record.cell_id}: {record.status}{note}" + (f": {record.reason}" if record.reason else ""),
-                                       highlight=False, soft_wrap=True)
+                progress.console.print(progress_line(record, reused=reused), highlight=False, markup=False,
+                                       soft_wrap=True)
 
             try:
                 all_records += run_plan(p, store, runner, resume=resume, only=set(only) if only else None,
@@ -135,7 +136,7 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
                 err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1)
             progress.update(task, description=p.suite)
-    print_summary(all_records, out)
+    print_summary(all_records, out, results=str(results))
     out.print(f"records: {', '.join(str(store.path_for(p.suite)) for p in plans)}", highlight=False)
     final = {r.cell_id: r for r in all_records}  # a retried cell counts by its last attempt
     raise typer.Exit(1 if any(r.status in ("error", "oom", "timeout", "invalid") for r in final.values()) else 0)
@@ -234,7 +235,8 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
                machine: str = typer.Option(..., "--machine", help="Logical runner name (a graph axis; not a hostname)."),
                config: Path = typer.Option(Path("benchmarks/asv.conf.json"), "--config", help="asv configuration (run from the repository root)."),
                ) -> None:
-    """Write records into asv's results database; then `asv --config benchmarks/asv.conf.json publish`.
+    """Write records into asv's results database; then `harness asv-publish` (or `asv --config
+    benchmarks/asv.conf.json publish`, whose site needs the CDNs).
     Exit 0 when written, 2 on bad input (configuration, paths, records that have no commit)."""
     from harness.base.errors import HarnessError
     from harness.results.store import read_records
@@ -271,4 +273,4 @@ def schema() -> None:
 
 
 # the other commands, registered on `app` where they live
-from harness.cli import estimate as _estimate, housekeeping as _housekeeping  # noqa: E402,F401
+from harness.cli import asvsite as _asvsite, estimate as _estimate, housekeeping as _housekeeping  # noqa: E402,F401

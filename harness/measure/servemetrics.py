@@ -100,6 +100,8 @@ def _pass_figures(traces: list["RequestTrace"], duration_s: float, slo: SLO | No
            "request_throughput_req_s": len(done) / duration_s, "duration_s": duration_s,
            "output_tokens": out_tokens, "completed_requests": len(done), "failed_requests": len(traces) - len(done),
            "peak_concurrency_requests": peak_concurrency(traces)}
+    if out_tokens:
+        out["output_s_per_tok"] = duration_s / out_tokens
     if slo is not None:
         good = sum(slo.met(*_latency(t)) for t in done)
         out["goodput_req_s"] = good / duration_s
@@ -118,7 +120,7 @@ def _latency(t: "RequestTrace") -> tuple[float | None, float | None, float]:
 
 # how a figure of several passes is made from one sample per pass
 _OVER_PASSES = {"output_tok_s": np.median, "total_tok_s": np.median, "request_throughput_req_s": np.median,
-                "goodput_req_s": np.median, "duration_s": np.median, "output_tokens": min, "completed_requests": min,
+                "goodput_req_s": np.median, "duration_s": np.median, "output_s_per_tok": np.median, "output_tokens": min, "completed_requests": min,
                 "failed_requests": max, "peak_concurrency_requests": max}
 
 
@@ -131,9 +133,9 @@ def summarize_passes(passes: list[tuple[list["RequestTrace"], float]], slo: SLO 
     per_pass = [_pass_figures(traces, duration, slo) for traces, duration in passes]
     metrics: dict[str, Metric] = {}
     for name, combine in _OVER_PASSES.items():
-        if name not in per_pass[0]:
+        samples = [p[name] for p in per_pass if name in p]
+        if not samples:
             continue
-        samples = [p[name] for p in per_pass]
         metrics[name] = metric(name, float(combine(samples)), samples=samples)
     if slo is not None:
         metrics["goodput_req_s"].description = (f"requests meeting every SLO ({slo.model_dump(exclude_none=True)}) / "

@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable
 
 from harness.metrics.catalog import Catalog, UndeclaredMetricError, catalog
-from harness.metrics.spec import DEFAULT_THRESHOLDS, MetricSpec, SummaryTable, Threshold
+from harness.metrics.spec import DEFAULT_THRESHOLDS, Benchmark, MetricSpec, SummaryTable, Threshold
 
 if TYPE_CHECKING:
     from harness.results.records import Metric
 
-__all__ = ["Catalog", "DEFAULT_THRESHOLDS", "MetricSpec", "SummaryTable", "Threshold", "UndeclaredMetricError",
+__all__ = ["Benchmark", "Catalog", "DEFAULT_THRESHOLDS", "MetricSpec", "SummaryTable", "Threshold", "UndeclaredMetricError",
            "catalog", "check", "metric", "spec_for"]
 
 

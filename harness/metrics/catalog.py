@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from typing import Iterable
 
 from harness.base.errors import HarnessError
-from harness.metrics.spec import MetricSpec, SummaryTable
+from harness.metrics.spec import SECONDS_PER, Benchmark, MetricSpec, SummaryTable
 
 DERIVED = {"_analytic": ("analytic", "the analytic prediction of {base}"),
            "_residual": ("measured", "measured - analytic of {base}")}
@@ -24,7 +25,7 @@ class UndeclaredMetricError(HarnessError):
 class Catalog:
     """Declared metrics and summary tables (see :func:`catalog`)."""
 
-    def __init__(self, specs: list[MetricSpec], tables: list[SummaryTable]) -> None:
+    def __init__(self, specs: list[MetricSpec], tables: list[SummaryTable], benchmarks: Iterable[Benchmark] = ()) -> None:
         self.specs = specs
         self.tables = tables
         self._exact: dict[str, MetricSpec] = {}
@@ -36,6 +37,13 @@ class Catalog:
                 self._patterns.append(s)
             else:
                 self._exact[s.name] = s
+        self.benchmarks: dict[str, Benchmark] = {}
+        for b in benchmarks:
+            spec = self.spec(b.metric)
+            if spec is None or spec.unit not in SECONDS_PER or b.scenario in self.benchmarks:
+                raise ValueError(f"benchmark of {b.scenario!r}: {b.metric!r} must be a declared metric in "
+                                 f"{' or '.join(SECONDS_PER)}, one per scenario")
+            self.benchmarks[b.scenario] = b
 
     def spec(self, name: str) -> MetricSpec | None:
         """The declaration of ``name``, or None when it is not declared."""
@@ -74,8 +82,9 @@ class Catalog:
 @functools.cache
 def catalog() -> Catalog:
     """The harness' catalog: the declarations of :mod:`harness.metrics.common`, ``.inference``,
-    ``.training`` and ``.serving``, and their summary tables."""
+    ``.training`` and ``.serving``, their summary tables and each scenario's benchmark quantity."""
     from harness.metrics import common, inference, serving, training
 
     return Catalog([*common.METRICS, *inference.METRICS, *training.METRICS, *serving.METRICS],
-                   [*inference.TABLES, *training.TABLES, *serving.TABLES])
+                   [*inference.TABLES, *training.TABLES, *serving.TABLES],
+                   [inference.BENCHMARK, training.BENCHMARK, serving.BENCHMARK])

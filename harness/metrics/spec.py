@@ -13,6 +13,7 @@ Direction = Literal["higher", "lower", "neither"]
 # speed, memory, accuracy and quality are judged by the gate; the rest describe what was measured
 Kind = Literal["speed", "memory", "accuracy", "quality", "analytic", "count", "host"]
 Stat = Literal["value", "mean", "median", "sum", "max", "min", "p90", "p99"]
+SECONDS_PER = {"s": 1.0, "ms": 1e-3}  # the time units a benchmark metric may be declared in
 JUDGED_KINDS: tuple[str, ...] = ("speed", "memory", "accuracy", "quality")
 
 
@@ -72,10 +73,27 @@ def m(name: str, unit: str, direction: Direction, kind: Kind, description: str, 
 
 class SummaryTable(BaseModel):
     """A table of the terminal summary and the report: its title and its columns in order (declared
-    metric names or patterns; ``info:<key>`` shows a field of the record's ``info``, e.g. the kernel)."""
+    metric names or patterns; ``info:<key>`` shows a field of the record's ``info``, e.g. the kernel).
+
+    ``compact`` is the handful the terminal shows, as ``(column, header)`` pairs (a pattern column takes
+    its first match; ``*`` in the header stands for what the pattern matched); the report shows every
+    column."""
 
     model_config = ConfigDict(frozen=True)
 
     scenario: str
     title: str
     columns: tuple[str, ...]
+    compact: tuple[tuple[str, str], ...] = ()
+
+
+class Benchmark(BaseModel):
+    """The timed quantity pytest-benchmark shows for every cell of a scenario: a declared metric whose
+    samples are durations the cell measured in its process (in its declared unit, ``s`` or ``ms``), one
+    sample per timed repeat, step or pass. ``what`` says what one sample is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scenario: str
+    metric: str
+    what: str

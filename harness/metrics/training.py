@@ -5,7 +5,7 @@ beside its ``*_analytic`` prediction and ``*_residual``, which the catalog deriv
 
 from __future__ import annotations
 
-from harness.metrics.spec import SummaryTable, m
+from harness.metrics.spec import Benchmark, SummaryTable, m
 
 ANATOMY = ("params_bytes", "grads_bytes", "optimizer_bytes", "activation_saved_bytes", "anatomy_total_bytes")
 
@@ -36,5 +36,9 @@ METRICS = [
 TABLES = [
     SummaryTable(scenario="train", title="Training", columns=(
         "loss", "step_time_ms", "train_tok_s", "mfu_ratio", "trainable_params", "backward_peak_alloc_bytes",
-        "step_peak_alloc_bytes", "peak_rss_bytes")),
+        "step_peak_alloc_bytes", "peak_rss_bytes"),
+        compact=(("loss", "loss"), ("step_time_ms", "step"), ("train_tok_s", "tok/s"), ("trainable_params", "trainable"),
+                 ("step_peak_alloc_bytes", "step peak"), ("peak_rss_bytes", "peak RSS"))),
 ]
+BENCHMARK = Benchmark(scenario="train", metric="step_time_ms",
+                      what="one optimizer step, all micro-batches (every measured step; rank 0's under a parallel engine)")

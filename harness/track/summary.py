@@ -1,10 +1,12 @@
-"""Summary tables of records in the terminal (rich): the tables of :mod:`harness.track.tables`, and the
-estimator's answer for ``harness estimate``. Reads records only."""
+"""Summary tables of records in the terminal (rich): the compact tables of :mod:`harness.track.tables`
+(per suite, a handful of key columns in human units, fitting 120 columns; every column is in
+``harness report``), and the estimator's answer for ``harness estimate``. Reads records only."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,39 +20,45 @@ STATUS_STYLE = {"ok": "green", "skipped": "yellow", "error": "red", "oom": "mage
 
 
 def status_text(r: Record) -> str:
-    """The record's status, and ``not valid`` beside an ``ok`` whose numbers are not trusted."""
-    return f"{r.status}, NOT VALID" if r.status == "ok" and not r.trusted else r.status
+    """The record's status, and ``NOT VALID`` beside an ``ok`` whose numbers are not trusted."""
+    return "ok, NOT VALID" if r.status == "ok" and not r.trusted else r.status
 
 
 def rich_table(view: TableView) -> Table:
-    """A :class:`TableView` as a rich table (the cell id never wraps; values fold rather than vanish)."""
-    table = Table(title=view.title, title_justify="left", show_lines=False)
+    """A :class:`TableView` as a rich table (no cell ever wraps or folds: the compact views are made to fit)."""
+    table = Table(title=view.title, title_justify="left", show_lines=False, box=box.SIMPLE_HEAD, padding=(0, 1),
+                  pad_edge=False)
     table.add_column("cell", no_wrap=True)
-    table.add_column("status")
+    table.add_column("status", no_wrap=True)
     for header in view.headers:
-        table.add_column(header, justify="right", overflow="fold")
+        table.add_column(header, justify="right", no_wrap=True)
     for r, values in view.rows:
         style = "red" if not r.trusted and r.status == "ok" else STATUS_STYLE.get(r.status, "")
-        table.add_row(r.cell_id, f"[{style}]{status_text(r)}[/{style}]", *values)
+        table.add_row(view.label(r), f"[{style}]{status_text(r)}[/{style}]", *values)
     return table
 
 
 def tables(records: list[Record]) -> list[tuple[Table, list[str]]]:
-    """One rich table per summary table present in ``records``, with its notes (skip and failure
+    """One rich table per compact summary table present in ``records``, with its notes (skip and failure
     reasons, loss curves)."""
-    return [(rich_table(v), [f"  {line}" for line in v.reasons + v.curves]) for v in views(records)]
+    return [(rich_table(v), [f"  {line}" for line in v.reasons + v.curves]) for v in views(records, compact=True)]
 
 
-def print_summary(records: list[Record], console: Console | None = None) -> None:
+def print_summary(records: list[Record], console: Console | None = None, results: str | None = None) -> None:
+    """The compact tables of ``records``, their notes, the count by status, and where the rest is:
+    ``harness report`` of ``results`` (the store folder, when known)."""
     console = console or Console()
     for table, notes in tables(records):
         console.print(table)
-        for line in notes:
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        for line in notes:  # wrapped at the console's width, like the tables
+            console.print(line, highlight=False, markup=False)
     counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
     untrusted = sum(1 for r in records if r.status == "ok" and not r.trusted)
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f" ({untrusted} of them NOT VALID)" if untrusted else "")
                   or "no cells")
+    if records:
+        console.print(f"Every metric, figures and reproduce commands: harness report {results or '<results folder>'} "
+                      "--out report/", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_estimate(est: "Estimate", console: Console) -> None:
