@@ -1,7 +1,7 @@
 """`harness report`: a section per (suite, machine) with its figures (one per model), its tables, then
 the cells that are not valid, skipped and failed, each list apart; rows linked to their records with the
 command that reproduces them. Records are built in code (the numbers are the test's inputs);
-tests/test_embedded.py reports the suites' real records, tests/test_report_browser.py looks at the page."""
+tests/test_suites.py reports the suites' real records, tests/test_report_browser.py looks at the page."""
 
 from __future__ import annotations
 

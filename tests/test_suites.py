@@ -1,4 +1,12 @@
-"""The embedded default model: found through its package, converted once, cached, and far from random."""
+"""The shipped suites end to end, as a user runs them (`harness run suites/X.yaml`), every cell genuine.
+
+The embedded model (found through its package, converted once, cached, far from random) runs where the
+figure needs a real model: one default-suite cell (perplexity and Text2SQL of a trained model) and the
+training suites (QLoRA's and the 8-bit optimizer's savings show only at real layer sizes). The
+quantization and serving suites run on the tiny model (`--model tiny`): every method, kernel and engine
+is the real one and the assertions hold on any model, at a fraction of the embedded model's time
+(calibration and decoding on SmolLM2 took 21 of CI's minutes). `HARNESS_SUITE=all tox -e suite` runs them
+all on the embedded model, and the nightly on a hub model."""
 
 from __future__ import annotations
 
@@ -36,19 +44,22 @@ def test_embedded_model_converts_once_and_measures_real_perplexity(tmp_path):
     # learnt nothing would be near its vocabulary size, 49,152
     assert 5 < record.metric("perplexity") < 60
     assert record.metrics["perplexity"].samples and record.info["perplexity_protocol"]["windows"] == 4
+    # the task metric is real: the model gets some of the 20 questions right, not all (measured 0.45)
+    assert 0 < record.metric("text2sql_ex_ratio") < 1
     # a second resolution is a cache hit
     again = Embedded().resolve()
     assert again.made is False and str(again.path) == model["path"]
 
 
 @pytest.mark.timeout(3600)
-def test_quantization_suite_on_the_embedded_model(suite_results):
-    """The default quantization suite end to end, as a user runs it: every method, the summary table."""
+def test_quantization_suite_on_the_tiny_model(suite_results):
+    """suites/quantization.yaml end to end on the tiny model: every method, its calibration, the vLLM cells, the
+    summary table."""
     import subprocess
     import sys
 
     res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "quantization.yaml"),
-                          "--results", str(suite_results)], capture_output=True, text=True, timeout=3500)
+                          "--model", "tiny", "--results", str(suite_results)], capture_output=True, text=True, timeout=3500)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the summary tables, in the CI log
     assert "Inference: storage and accuracy" in res.stdout and "Inference: speed and memory" in res.stdout
@@ -71,18 +82,22 @@ def check_quantization_records(results) -> None:
     for cell in ("fp32", "bf16", "fp16", "int8", "nf4", "nf4-nodq", "fp4", "gptq", "awq"):
         assert records[f"infer-{cell}"]["status"] == "ok", records[f"infer-{cell}"].get("reason")
     assert records["infer-gptq-marlin"]["status"] == "skipped"
-    # SmolLM2's layers are large: the per-layer code books move the measured bits little off the textbook
-    # (measured 4.144 and 4.501), and what they do not explain is block rounding only
-    assert abs(metric("infer-nf4", "quant_bits_per_param") - 4.127) < 0.03
-    assert abs(metric("infer-nf4-nodq", "quant_bits_per_param") - 4.5) < 0.01
+    # the textbook's bits per parameter (NF4 with double quantization 4.127, without 4.5); the measured bits
+    # sit above them by per-layer code books and block rounding (large on the tiny model, 0.02 on SmolLM2),
+    # and the storage accounting explains every bit
+    assert metric("infer-nf4", "quant_bits_per_param_analytic") == pytest.approx(4 + 8 / 64 + 32 / (64 * 256))
+    assert metric("infer-nf4-nodq", "quant_bits_per_param_analytic") == pytest.approx(4.5)
+    for cell in ("nf4", "nf4-nodq", "fp4", "gptq"):
+        assert metric(f"infer-{cell}", "quant_bits_per_param") >= metric(f"infer-{cell}", "quant_bits_per_param_analytic"), cell
     for cell in ("int8", "nf4", "nf4-nodq", "fp4", "gptq", "awq"):
         assert abs(records[f"infer-{cell}"]["info"]["storage"]["unexplained_bits_per_param"]) < 1e-3, cell
     assert abs(metric("infer-gptq", "quant_bits_per_param_analytic") - 4.3125) < 1e-9
     assert metric("infer-fp32", "kl_ref_nats") == 0 and metric("infer-fp32", "top1_agreement_ref_ratio") == 1
     for cell in ("int8", "nf4", "fp4", "gptq", "awq"):
         assert metric(f"infer-{cell}", "kl_ref_nats") > metric("infer-bf16", "kl_ref_nats") > 0
-    # the task metric is real: the fp32 model gets some questions right, not all
-    assert 0 < metric("infer-fp32", "text2sql_ex_ratio") < 1
+    # Text2SQL ran on every precision (the tiny model's random weights answer none: the embedded test checks the
+    # metric is real)
+    assert all(0 <= metric(f"infer-{c}", "text2sql_ex_ratio") <= 1 for c in ("fp32", "nf4", "gptq", "awq"))
     # vLLM serves the GPTQ and AWQ checkpoints the inference cells made; bitsandbytes is a skip with its reason
     for cell in ("gptq", "awq"):
         assert records[f"serve-vllm-continuous-{cell}"]["status"] == "ok"
@@ -123,14 +138,14 @@ def test_training_suites_on_the_embedded_model(suite_results):
 
 
 @pytest.mark.timeout(2400)
-def test_serving_suite_on_the_embedded_model(suite_results):
-    """suites/serving.yaml end to end, as a user runs it: HF static and continuous, vLLM static and continuous (one
+def test_serving_suite_on_the_tiny_model(suite_results):
+    """suites/serving.yaml end to end on the tiny model: HF static and continuous, vLLM static and continuous (one
     engine start) and the vLLM server at two load levels (one server start) on the same requests."""
     import subprocess
     import sys
 
     res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "serving.yaml"),
-                          "--results", str(suite_results)], capture_output=True, text=True, timeout=2300)
+                          "--model", "tiny", "--results", str(suite_results)], capture_output=True, text=True, timeout=2300)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the serving tables, in the CI log
     assert "Serving: throughput and latency" in res.stdout
@@ -149,9 +164,10 @@ def test_serving_suite_on_the_embedded_model(suite_results):
         assert r.metric("decode_bound_tok_s_analytic") == pytest.approx(bound, rel=1e-9), name
         assert r.metric("decode_efficiency_ratio") == pytest.approx(r.metric("decode_tok_s") / bound, rel=1e-9), name
         assert r.metric("decode_efficiency_ratio") <= 1.05, name
-        # a batch of at most 8 decodes below this CPU's optimal batch: memory-bound, as the regime says
-        assert r.metric("mean_decode_batch_requests") < r.metric("optimal_batch_requests_analytic"), name
-        assert r.info["decode_regime"] == "memory-bound", name
+        # the regime is what the batch and this machine's optimal batch say (a CPU with little bandwidth per
+        # FLOP, 10 GB/s against 50 GFLOP/s, turns compute-bound at about 5 requests: it depends on the machine)
+        below = r.metric("mean_decode_batch_requests") < r.metric("optimal_batch_requests_analytic")
+        assert r.info["decode_regime"] == ("memory-bound" if below else "compute-bound"), name
     # one engine start each for vLLM offline and the server, shared by their cells
     starts = {n: r.info["engine"]["engine_start"] for n, r in records.items()}
     assert starts["vllm-continuous-bf16"]["started_by"] == "serving-serve-vllm-static-bf16"
@@ -168,8 +184,9 @@ def test_serving_suite_on_the_embedded_model(suite_results):
     # batching refills them: more requests decode at once on average (the throughput gap is in the table)
     cont, static = records["vllm-continuous-bf16"], records["vllm-static-bf16"]
     assert cont.metric("mean_decode_batch_requests") > static.metric("mean_decode_batch_requests")
-    # vLLM's KV capacity beside the formula: the configured 1 GiB over 2 x 30 x 3 x 64 x 2 bytes per token
-    assert cont.metric("kv_cache_bytes_per_token_analytic") == 2 * 30 * 3 * 64 * 2
+    # vLLM's KV capacity beside the formula: the configured KV space over 2 x layers x kv_heads x head_dim x 2 bytes
+    # per token (the tiny model: 2 layers, 2 KV heads of 64)
+    assert cont.metric("kv_cache_bytes_per_token_analytic") == 2 * 2 * 2 * 64 * 2
     # (the engine holds whole blocks: the formula's tokens rounded down to the block size)
     block = cont.info["engine"]["kv_block_size"]
     assert cont.metric("kv_cache_capacity_tokens") == cont.metric("kv_cache_capacity_tokens_analytic") // block * block
@@ -189,7 +206,7 @@ def _slowed(record, sha: str):
 
 
 @pytest.mark.timeout(900)
-def test_report_gate_and_asv_on_the_embedded_suites(suite_results, tmp_path):
+def test_report_gate_and_asv_on_the_shipped_suites(suite_results, tmp_path):
     """Issue 6's acceptance on the records the suites above measured: the report draws its four figures;
     a second result set with a 10 % throughput drop and a 2-point accuracy drop fails `harness compare`,
     which names both, and both appear on `asv publish`'s regressions page."""
