@@ -60,6 +60,39 @@ def harness_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def shipped_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store for the shipped suites the tests run (tests/test_quantization.py, tests/test_suites.py), which
+    the report test of tests/test_suites.py reports, compares and publishes."""
+    return tmp_path_factory.mktemp("shipped") / "results"
+
+
+@pytest.fixture(scope="session")
+def quantization_on_tiny(shipped_results: Path) -> tuple:
+    """suites/quantization.yaml run whole on the tiny model as a user runs it (`harness run
+    suites/quantization.yaml --model tiny`): every method and its calibration, lm-eval's tasks, the vLLM
+    cells. Returns ``(plan, store, runner, {cell_id: record}, stdout)``; the plan and runner let a test run
+    a cell again."""
+    import subprocess
+    import sys
+
+    from harness.base.host import Host
+    from harness.pipeline.planner import plan
+    from harness.pipeline.runner import Runner
+    from harness.results.store import Store
+    from harness.spec.suite import load_suite
+
+    path = REPO / "suites" / "quantization.yaml"
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--model", "tiny",
+                          "--results", str(shipped_results)], capture_output=True, text=True, timeout=3500)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    print(res.stdout)  # the summary tables, in the CI log
+    p = plan(load_suite(path, model="tiny"), Host.detect(), source=str(path), model_override="tiny")
+    store = Store(shipped_results)
+    runner = Runner(log_dir=shipped_results.parent / "logs")
+    return p, store, runner, {r.cell_id: r for r in store.records("quantization")}, res.stdout
+
+
 @pytest.fixture
 def tiny_suite_path(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"

@@ -1,4 +1,5 @@
-"""Genuine cells of every axis on the tiny model: real transformers, bitsandbytes, peft and vLLM (CPU).
+"""Genuine cells of every axis on the tiny model: real transformers, bitsandbytes and peft (vLLM's cells: the
+shipped suites on the tiny model, tests/test_suites.py).
 
 One run of the tiny suite (each cell in its own subprocess, as users run them); the tests check
 the values the records carry against what the model and workload imply.
@@ -15,9 +16,17 @@ from tests.conftest import TINY_SUITE, ok, run_suite_text
 pytestmark = pytest.mark.slow
 
 
+# vLLM's cells on the tiny model run in tests/test_suites.py (the shipped serving and quantization suites)
+VLLM_ENGINE = """    - kind: vllm-continuous
+      max_num_seqs: 4
+      max_model_len: 128
+"""
+
+
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    return run_suite_text(tmp_path_factory.mktemp("cells"), TINY_SUITE)[3]
+    assert VLLM_ENGINE in TINY_SUITE
+    return run_suite_text(tmp_path_factory.mktemp("cells"), TINY_SUITE.replace(VLLM_ENGINE, ""))[3]
 
 
 def test_inference_precisions(records):
@@ -90,20 +99,3 @@ def test_hf_static_serving(records):
     e2el = bf16.metrics["e2el_ms"].samples
     for p in range(0, len(e2el), 8):
         assert len(set(e2el[p:p + 4])) == 1 and len(set(e2el[p + 4:p + 8])) == 1
-
-
-@pytest.mark.vllm
-def test_vllm_continuous_serving(records):
-    r = ok(records, "tiny-serve-vllm-continuous-bf16")
-    _check_serving(r, records["tiny-serve-hf-static-bf16"].info["output_lengths"])
-    assert r.info["engine"]["max_num_seqs"] == 4
-    assert r.info["engine"]["kv_cache_tokens"] > 0 and r.metric("startup_s") > 0
-    # the tiny model: 2 layers x 2 KV heads x head_dim 64, K and V, bf16 -> 1024 bytes per token
-    assert r.metric("kv_cache_bytes_per_token_analytic") == 2 * 2 * 2 * 64 * 2
-    assert r.metric("kv_cache_capacity_tokens") == r.info["engine"]["kv_cache_tokens"]
-    # the configured 1 GiB of KV space holds 2**20 such tokens; vLLM rounds down to whole blocks
-    predicted = r.metric("kv_cache_capacity_tokens_analytic")
-    assert predicted == 2**30 // 1024
-    assert 0 <= predicted - r.metric("kv_cache_capacity_tokens") < r.info["engine"]["kv_block_size"] * 2, r.info["engine"]
-    skipped = records["tiny-serve-vllm-continuous-nf4"]
-    assert skipped.status == "skipped" and "bitsandbytes" in skipped.reason

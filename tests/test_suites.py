@@ -3,11 +3,12 @@
 The embedded model (found through its package, converted once, cached, far from random) runs where the
 figure needs a real model: one default-suite cell (perplexity and Text2SQL of a trained model) and four
 training cells (QLoRA's, the 8-bit optimizer's and checkpointing's savings show only at real layer sizes).
-The quantization, serving and training suites run whole on the tiny model (`--model tiny`): every method,
-kernel and engine is the real one and the assertions hold on any model, at a fraction of the embedded
-model's time (on SmolLM2 they ran CI past its 90 minutes on a 2-core machine with
-10 GB/s of memory bandwidth). `HARNESS_SUITE=all tox -e suite` runs them
-all on the embedded model, and the nightly on a hub model."""
+The quantization and serving suites run whole on the tiny model (`--model tiny`): every method, kernel,
+lm-eval task and engine is the real one and the assertions hold on any model, at a fraction of the
+embedded model's time (on SmolLM2 they ran CI past its 90 minutes on a 2-core machine with 10 GB/s of
+memory bandwidth). The quantization run is a session fixture (tests/conftest.py) that
+tests/test_quantization.py checks too. `HARNESS_SUITE=all tox -e suite` runs every suite whole on the
+embedded model, and the nightly on a hub model."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def suite_results(tmp_path_factory):
-    """One store for the suites run below, which the last test reports, compares and publishes."""
-    return tmp_path_factory.mktemp("embedded") / "results"
+def suite_results(shipped_results):
+    """The store of the shipped suites' runs (tests/conftest.py), which the last test reports, compares and publishes."""
+    return shipped_results
 
 
 def test_embedded_model_converts_once_and_measures_real_perplexity(tmp_path):
@@ -53,17 +54,12 @@ def test_embedded_model_converts_once_and_measures_real_perplexity(tmp_path):
 
 
 @pytest.mark.timeout(3600)
-def test_quantization_suite_on_the_tiny_model(suite_results):
-    """suites/quantization.yaml end to end on the tiny model: every method, its calibration, the vLLM cells, the
-    summary table."""
-    import subprocess
-    import sys
-
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REPO / "suites" / "quantization.yaml"),
-                          "--model", "tiny", "--results", str(suite_results)], capture_output=True, text=True, timeout=3500)
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    print(res.stdout)  # the summary tables, in the CI log
-    assert "Inference: storage and accuracy" in res.stdout and "Inference: speed and memory" in res.stdout
+def test_quantization_suite_on_the_tiny_model(quantization_on_tiny, suite_results):
+    """suites/quantization.yaml end to end on the tiny model (run once per session by the fixture, shared with
+    tests/test_quantization.py): every method, its calibration, lm-eval's tasks, the vLLM cells, the summary."""
+    stdout = quantization_on_tiny[4]
+    assert "Inference: storage and accuracy" in stdout and "Inference: speed and memory" in stdout
+    assert "Inference: lm-eval tasks" in stdout
     check_quantization_records(suite_results)
 
 
@@ -99,58 +95,60 @@ def check_quantization_records(results) -> None:
     # Text2SQL ran on every precision (the tiny model's random weights answer none: the embedded test checks the
     # metric is real)
     assert all(0 <= metric(f"infer-{c}", "text2sql_ex_ratio") <= 1 for c in ("fp32", "nf4", "gptq", "awq"))
+    # lm-eval's tasks on the model each cell loaded: the shipped 120 questions with lm-eval's stderr, the paired
+    # difference to fp32 on the same questions, the rolling perplexity of the shipped documents
+    for cell in ("fp32", "bf16", "int8", "nf4", "gptq", "awq"):
+        acc = records[f"infer-{cell}"]["metrics"]["lmeval_harness_general_mc_acc"]
+        assert 0 <= acc["value"] <= 1 and acc["ci_low"] < acc["value"] < acc["ci_high"] and len(acc["samples"]) == 120, cell
+        assert metric(f"infer-{cell}", "lmeval_harness_documents_word_perplexity") > 1, cell
+        assert "lmeval_harness_general_mc_acc_delta_ref" in records[f"infer-{cell}"]["metrics"], cell
+    assert metric("infer-fp32", "lmeval_harness_general_mc_acc_delta_ref") == 0
+    assert any(v.headers[:1] == ["quant_bits_per_param"] and "lmeval_harness_general_mc_acc" in v.headers
+               for v in views(store.records("quantization")))  # the report's lm-eval table, beside bits per parameter
     # vLLM serves the GPTQ and AWQ checkpoints the inference cells made; bitsandbytes is a skip with its reason
     for cell in ("gptq", "awq"):
         assert records[f"serve-vllm-continuous-{cell}"]["status"] == "ok"
         assert metric(f"serve-vllm-continuous-{cell}", "output_tok_s") > 0
     assert "no bitsandbytes" in records["serve-vllm-continuous-nf4"]["reason"]
+    # the suite configures 1 GiB of vLLM KV space: 2**30 / (2 x 2 layers x 2 KV heads x 64 x 2 bytes) tokens,
+    # of which vLLM holds whole blocks
+    for cell in ("gptq", "awq"):
+        engine = records[f"serve-vllm-continuous-{cell}"]["info"]["engine"]
+        predicted = metric(f"serve-vllm-continuous-{cell}", "kv_cache_capacity_tokens_analytic")
+        assert predicted == 2**30 // (2 * 2 * 2 * 64 * 2), cell
+        assert 0 <= predicted - metric(f"serve-vllm-continuous-{cell}", "kv_cache_capacity_tokens") < engine["kv_block_size"], cell
 
 
 @pytest.mark.timeout(3600)
-def test_training_suites_on_the_tiny_model_and_their_savings_on_the_embedded_model(suite_results, tmp_path):
-    """suites/training.yaml and suites/training-knobs.yaml end to end, as a user runs them: full, LoRA and
-    QLoRA with and without checkpointing, 8-bit and paged AdamW, and the anatomy table, on the tiny model; then
-    the four cells whose savings show only at real layer sizes (QLoRA's storage, the 8-bit optimizer's state,
-    checkpointing's activations) on the embedded model."""
+def test_training_savings_on_the_embedded_model(suite_results):
+    """The cells of suites/training.yaml and suites/training-knobs.yaml whose savings show only at real layer
+    sizes (QLoRA's storage, the 8-bit optimizer's state, checkpointing's activations), on the embedded model, as
+    a user runs them (`harness run ... --only ...`), with the anatomy table; the tiny model's embedding dominates
+    its storage and bitsandbytes keeps tensors under 4,096 elements in 32 bits. (Every mode, optimizer and
+    checkpointing setting on the tiny model: tests/test_training.py.)"""
     import subprocess
     import sys
 
     suites = [str(REPO / "suites" / "training.yaml"), str(REPO / "suites" / "training-knobs.yaml")]
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", *suites, "--model", "tiny", "--results", str(suite_results)],
-                         capture_output=True, text=True, timeout=3500)
+    cells = ["training-train-lora-fp32-nogc", "training-train-lora-fp32-gc", "training-train-qlora-nf4-nogc",
+             "training-knobs-train-lora-fp32-adamw8bit"]
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", *suites, *(a for c in cells for a in ("--only", c)),
+                          "--results", str(suite_results)], capture_output=True, text=True, timeout=3500)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     print(res.stdout)  # the summary and anatomy tables, in the CI log
     assert "training: Training memory anatomy, measured" in res.stdout
     store = Store(suite_results)
     records = {r.cell_id: r for suite in ("training", "training-knobs") for r in store.records(suite)}
-    ran = {k: r for k, r in records.items() if r.status != "skipped"}
-    assert len(ran) == 10 and all(r.status == "ok" for r in ran.values()), {k: r.reason for k, r in ran.items()}
-    for cell_id, r in ran.items():
+    assert sorted(records) == sorted(cells) and all(r.status == "ok" for r in records.values()), \
+        {k: r.reason for k, r in records.items()}
+    for cell_id, r in records.items():
         for name in ("trainable_params", "params_bytes", "grads_bytes", "optimizer_bytes"):
             assert r.metric(f"{name}_residual") == 0, (cell_id, name)
         assert r.info["grad_check"]["max_rel_error"] <= r.info["grad_check"]["tolerance"], cell_id
         assert r.info["loss_decreased"], (cell_id, r.metrics["loss"].samples)
         assert r.info["optimizer"]["paged_in_effect"] is False  # CPU: bitsandbytes falls back to ordinary memory
     get = lambda cell, name: records[cell].metric(name)  # noqa: E731
-    # the tiny model (2 layers, hidden 256): checkpointing keeps each layer's input only (measured 0.29 and 0.34)
-    for mode in ("full-fp32", "lora-fp32", "qlora-nf4"):
-        assert get(f"training-train-{mode}-gc", "activation_saved_bytes") < get(f"training-train-{mode}-nogc", "activation_saved_bytes") / 2
-    # LoRA r8: r x (d_in + d_out) for q (256 -> 256), k and v (256 -> 128: 2 KV heads of 64), o, in 2 layers
-    assert get("training-train-lora-fp32-nogc", "trainable_params") == 8 * (512 + 384 + 384 + 512) * 2
-
-    # the savings on SmolLM2 (134.5 M parameters, 30 layers): the tiny model's embedding dominates its storage and
-    # bitsandbytes keeps tensors under 4,096 elements in 32 bits, so these figures need real layer sizes
-    cells = ["training-train-lora-fp32-nogc", "training-train-lora-fp32-gc", "training-train-qlora-nf4-nogc",
-             "training-knobs-train-lora-fp32-adamw8bit"]
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", *suites, *(a for c in cells for a in ("--only", c)),
-                          "--results", str(tmp_path / "embedded")], capture_output=True, text=True, timeout=3500)
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    big = {r.cell_id: r for suite in ("training", "training-knobs") for r in Store(tmp_path / "embedded").records(suite)}
-    assert sorted(big) == sorted(cells) and all(r.status == "ok" for r in big.values()), {k: r.reason for k, r in big.items()}
-    get = lambda cell, name: big[cell].metric(name)  # noqa: E731
-    for cell_id, r in big.items():
-        assert r.metric("params_bytes_residual") == 0 and r.metric("optimizer_bytes_residual") == 0, cell_id
-    # LoRA r8 on q, k, v, o of 30 layers: 8 x (1152 + 768 + 768 + 1152) x 30
+    # SmolLM2: 134.5 M parameters; LoRA r8 on q, k, v, o of 30 layers: 8 x (1152 + 768 + 768 + 1152) x 30
     assert get("training-train-lora-fp32-nogc", "trainable_params") == 8 * (1152 + 768 + 768 + 1152) * 30
     assert get("training-train-lora-fp32-gc", "activation_saved_bytes") < get("training-train-lora-fp32-nogc", "activation_saved_bytes") / 3
     assert get("training-train-qlora-nf4-nogc", "params_bytes") < 0.35 * get("training-train-lora-fp32-nogc", "params_bytes")
@@ -210,6 +208,8 @@ def test_serving_suite_on_the_tiny_model(suite_results):
     # (the engine holds whole blocks: the formula's tokens rounded down to the block size)
     block = cont.info["engine"]["kv_block_size"]
     assert cont.metric("kv_cache_capacity_tokens") == cont.metric("kv_cache_capacity_tokens_analytic") // block * block
+    assert cont.metric("kv_cache_capacity_tokens") == cont.info["engine"]["kv_cache_tokens"] > 0
+    assert cont.info["engine"]["max_num_seqs"] == 8 and cont.metric("startup_s") > 0
 
 
 def _slowed(record, sha: str):

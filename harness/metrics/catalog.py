@@ -82,9 +82,9 @@ class Catalog:
 @functools.cache
 def catalog() -> Catalog:
     """The harness' catalog: the declarations of :mod:`harness.metrics.common`, ``.inference``,
-    ``.training`` and ``.serving``, their summary tables and each scenario's benchmark quantity."""
-    from harness.metrics import common, inference, serving, training
+    ``.lmeval``, ``.training`` and ``.serving``, their summary tables and each scenario's benchmark quantity."""
+    from harness.metrics import common, inference, lmeval, serving, training
 
-    return Catalog([*common.METRICS, *inference.METRICS, *training.METRICS, *serving.METRICS],
-                   [*inference.TABLES, *training.TABLES, *serving.TABLES],
+    return Catalog([*common.METRICS, *inference.METRICS, *lmeval.METRICS, *training.METRICS, *serving.METRICS],
+                   [*inference.TABLES, *lmeval.TABLES, *training.TABLES, *serving.TABLES],
                    [inference.BENCHMARK, training.BENCHMARK, serving.BENCHMARK])

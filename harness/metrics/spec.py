@@ -77,7 +77,7 @@ class SummaryTable(BaseModel):
 
     ``compact`` is the handful the terminal shows, as ``(column, header)`` pairs (a pattern column takes
     its first match; ``*`` in the header stands for what the pattern matched); the report shows every
-    column."""
+    column. ``requires`` (a pattern) leaves the table out where no record holds a matching metric."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -85,6 +85,7 @@ class SummaryTable(BaseModel):
     title: str
     columns: tuple[str, ...]
     compact: tuple[tuple[str, str], ...] = ()
+    requires: str | None = None  # a metric pattern: the table is shown only where a record holds a match
 
 
 class Benchmark(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from harness.base.errors import HarnessError
 from harness.base.host import Host
+from harness.measure import lmeval
 from harness.spec.cell import Cell
 from harness.spec.suite import Suite
 from harness.spec.training import point_label, step_supports
@@ -144,5 +145,7 @@ def plan(suite: Suite, host: Host, *, source: str | None = None, model_override:
             skip, by = reason, "settings"
         elif cell.engine is not None and (reason := cell.engine.supports(cell, host)) is not None:
             skip, by = reason, "engine"
+        elif cell.scenario == "infer" and cell.settings.get("eval") and (reason := lmeval.missing()) is not None:
+            skip, by = f"its inference.eval block cannot be scored: {reason}", "settings"
         planned.append(PlannedCell(cell=cell, skip=skip, skipped_by=by))
     return Plan(suite=suite.name, source=source, model_override=model_override, cells=planned)

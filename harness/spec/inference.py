@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from harness.base.paths import CorpusName
 from harness.base.specbase import StrictModel
+from harness.measure.lmeval import EvalSettings
 from harness.measure.text2sql import Text2SQLSettings
 
 
@@ -25,6 +26,8 @@ class InferenceSettings(StrictModel):
                                                          "with the reference are computed.")
     text2sql: Text2SQLSettings | None = Field(default_factory=Text2SQLSettings,
                                               description="Text2SQL execution accuracy (null to leave it out).")
+    eval: EvalSettings | None = Field(default=None, description="lm-evaluation-harness tasks scored on the cell's "
+                                                                 "loaded model (needs the `eval` extra).")
     batch_sizes: list[int] = Field(default=[1], min_length=1, description="Batch sizes of the speed measurements.")
     prompt_tokens: int = Field(default=64, ge=1, description="Prompt length for prefill speed.")
     decode_tokens: int = Field(default=32, ge=2, description="Greedy tokens generated for decode speed.")
@@ -42,4 +45,5 @@ class InferenceSettings(StrictModel):
     def reference_protocol(self) -> dict[str, Any]:
         """What the reference outputs depend on (see :func:`harness.scenarios.inference.reference.ensure`)."""
         return {"corpus": self.corpus, "seq_len": self.seq_len, "kl_windows": self.kl_windows,
-                "text2sql": self.text2sql.model_dump(mode="json") if self.text2sql else None}
+                "text2sql": self.text2sql.model_dump(mode="json") if self.text2sql else None,
+                **({"eval": self.eval.protocol()} if self.eval else {})}

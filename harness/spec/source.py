@@ -133,6 +133,11 @@ def _line_of(node: Any, loc: tuple[Any, ...]) -> tuple[int | None, tuple[Any, ..
     return line, tuple(clean), union
 
 
+def line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the key or item at ``loc`` in the YAML tree ``root`` (the deepest one found)."""
+    return _line_of(root, loc)[0]
+
+
 def format_errors(exc: ValidationError, source: str, root: Any = None) -> list[str]:
     """One line per problem: ``source:line: dotted.path: message`` (see the module docstring)."""
     lines: list[str] = []

@@ -19,6 +19,7 @@ import math
 
 from pydantic import BaseModel, Field
 
+from harness.measure.lmeval import STDERR_CI, Z95
 from harness.metrics import catalog, spec_for
 from harness.metrics.spec import SECONDS_PER, SummaryTable
 from harness.results.records import Record
@@ -105,7 +106,11 @@ def cell_text(r: Record, column: str) -> str:
     if column not in r.metrics:
         return "-"
     spec = spec_for(column)  # the declared unit; a record of older code may hold an undeclared name
-    return fmt(r.metric(column), spec.unit if spec is not None else r.metrics[column].unit)
+    text = fmt(r.metric(column), spec.unit if spec is not None else r.metrics[column].unit)
+    m = r.metrics[column]
+    if m.ci_method and m.ci_method.startswith(STDERR_CI) and m.ci_low is not None and m.ci_high is not None:
+        return f"{text} ± {sig3((m.ci_high - m.ci_low) / (2 * Z95))}"  # lm-eval's stderr, as its tables show it
+    return text
 
 
 def _anatomy_cell(r: Record, name: str) -> str:
@@ -177,6 +182,8 @@ def _views(records: list[Record], compact: bool) -> list[TableView]:
         if not rows:
             continue
         names = {m for r in rows for m in r.metrics}
+        if table.requires is not None and not any(fnmatch.fnmatchcase(n, table.requires) for n in names):
+            continue
         if compact:
             pairs = [(c, h) for c, h in _compact_columns(table, names)
                      if c not in INFO_COLUMNS or any(cell_text(r, c) != "-" for r in rows)]

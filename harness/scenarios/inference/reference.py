@@ -12,7 +12,9 @@ folder layout :data:`LAYOUT`, harness code and framework versions) in a child pr
 under ``$HARNESS_CACHE_DIR/reference/<key>``. A folder holds ``logprobs.pt`` ([windows, seq_len,
 vocab] fp32 log-probs), ``perplexity.json`` (:class:`~harness.measure.quality.Perplexity`: per-window
 mean NLL and scored tokens), with Text2SQL ``text2sql.json`` (completions) and ``text2sql_score.json``
-(:class:`~harness.measure.text2sql.Score`: ids answered correctly and exactly), and ``meta.json``.
+(:class:`~harness.measure.text2sql.Score`: ids answered correctly and exactly), with an ``eval`` block
+``lmeval.json`` (per task: values, stderr and per-document values, :mod:`harness.measure.lmeval`), and
+``meta.json``.
 The reference cell itself is compared with them too, which must give zero distance and zero deltas.
 """
 
@@ -40,6 +42,7 @@ LOGPROBS = "logprobs.pt"
 PERPLEXITY = "perplexity.json"
 GENERATIONS = "text2sql.json"
 SCORE = "text2sql_score.json"
+LMEVAL = "lmeval.json"
 
 
 class Distance(BaseModel):
@@ -168,7 +171,19 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
         gens = text2sql.generate(lm, tok, questions, s, cell.device)
         (out / GENERATIONS).write_text(text2sql.dumps(gens))
         (out / SCORE).write_text(text2sql.score(questions, gens).model_dump_json())
+    if protocol.get("eval") is not None:
+        from harness.measure import lmeval
+
+        settings = lmeval.EvalSettings.model_validate({k: v for k, v in protocol["eval"].items()
+                                                       if k in lmeval.EvalSettings.model_fields})
+        (out / LMEVAL).write_text(json.dumps(lmeval.evaluate(lm, tok, settings), default=float))
     return {}
+
+
+def load_lmeval(folder: Path) -> dict[str, Any] | None:
+    """The reference's lm-eval result (:func:`harness.measure.lmeval.summarize`), None without an eval block."""
+    path = folder / LMEVAL
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_logprobs(folder: Path) -> Any:

@@ -14,6 +14,9 @@ Metrics (each cell, same model, tokens and machine as the suite's reference prec
   reference, ``perplexity_delta_ref`` (same windows) and ``text2sql_ex_delta_ref`` (same questions),
   carry a paired-bootstrap interval; the reference cell records them too, as it does its zero KL:
   0 with a zero-width interval, so a nonzero value there says the reference is not reproducible;
+  with an ``eval`` block, lm-evaluation-harness tasks scored on the very model object loaded here,
+  ``lmeval_<task>_<metric>`` with lm-eval's stderr and ``..._delta_ref`` on the same documents
+  (:mod:`harness.measure.lmeval`);
 - speed: ``load_s`` (and ``quantize_s`` with ``quantize_peak_rss_bytes`` for calibrated methods,
   whether made now or reused), ``prefill_tok_s_bs{B}`` and ``decode_tok_s_bs{B}`` per batch size
   (greedy with the KV cache, median over repeats after warm-up; :mod:`harness.scenarios.inference.speed`);
@@ -94,6 +97,12 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     if s.text2sql is not None:
         text2sql_metrics, info["text2sql"] = _text2sql(lm, tok, s, device, ref_dir)
         metrics |= text2sql_metrics
+    if s.eval is not None:
+        from harness.measure import lmeval
+
+        scored = lmeval.evaluate(lm, tok, s.eval)
+        eval_metrics, info["lmeval"] = lmeval.metrics(scored, reference.load_lmeval(ref_dir), cell.reference.label)
+        metrics |= eval_metrics
     return CellResult(metrics=metrics, info=info)
 
 

@@ -1,5 +1,6 @@
-"""Accuracy (Text2SQL execution match, top-1 agreement with the reference) and perplexity against
-storage bits per parameter, one point per precision of one model."""
+"""Accuracy (Text2SQL execution match, top-1 agreement with the reference, and the lm-eval task
+accuracies the records hold) and perplexity against storage bits per parameter, one point per precision
+of one model."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ def accuracy_bits(subject: Subject, path: Path) -> Drawn | None:
     colour per precision (named in the legend, so close bit widths do not pile labels up), a marker
     shape per metric, a grey line through each metric's points."""
     rows = [r for r in subject.records if r.cell.get("scenario") == "infer" and r.status in SHOWN and bits_of(r) is not None
-            and (any(r.metric(m) is not None for m, _ in ACCURACY) or r.metric("perplexity") is not None)]
+            and (any(r.metric(m) is not None for m, _ in ACCURACY + lmeval_accuracy([r])) or r.metric("perplexity") is not None)]
     if not rows:
         return None
     rows.sort(key=lambda r: (-(bits_of(r) or 0), r.cell_id))
-    panels = [p for p, ms in (("accuracy", [m for m, _ in ACCURACY]), ("perplexity", ["perplexity"]))
+    accuracy = ACCURACY + lmeval_accuracy(rows)
+    panels = [p for p, ms in (("accuracy", [m for m, _ in accuracy]), ("perplexity", ["perplexity"]))
               if any(r.metric(m) is not None for r in rows for m in ms)]
     plt = pyplot()
     fig, axes = figure(plt, subject, TITLE, 5.6 * len(panels) + 0.8, 5.6, ncols=len(panels))
@@ -42,12 +44,12 @@ def accuracy_bits(subject: Subject, path: Path) -> Drawn | None:
     at = _side_by_side(rows)
     handles, names = [], []
     for ax, panel in zip(axes[0], panels):
-        metrics = ACCURACY if panel == "accuracy" else [("perplexity", "perplexity (lower is better)")]
+        metrics = accuracy if panel == "accuracy" else [("perplexity", "perplexity (lower is better)")]
         for k, (metric, name) in enumerate(metrics):
             pts = sorted(((at[r.cell_id], r.metric(metric), r) for r in rows if r.metric(metric) is not None), key=lambda p: p[0])
             if not pts:
                 continue
-            marker = MARKERS[k] if panel == "accuracy" else "^"
+            marker = MARKERS[k % len(MARKERS)] if panel == "accuracy" else "^"
             _points(ax, pts, color, marker)
             handles.append(plt.Line2D([], [], linestyle="-", color="gray", marker=marker, markersize=7))
             names.append(name)
@@ -67,10 +69,20 @@ def accuracy_bits(subject: Subject, path: Path) -> Drawn | None:
     legend_below(fig, handles, names, ncol=4)
     save(plt, fig, path)
     return Drawn(title=TITLE, cells=[r.cell_id for r in rows], not_valid=not_valid(rows),
-                 what="Accuracy (Text2SQL execution match, top-1 agreement with the reference precision) and "
+                 what="Accuracy (Text2SQL execution match, top-1 agreement with the reference precision, lm-eval "
+                      "task accuracies where scored) and "
                       "perplexity against storage bits per parameter (measured, else predicted, else the dtype's "
                       "width), one colour per precision, one marker shape per metric; hollow points are cells "
                       "that are not valid.")
+
+
+def lmeval_accuracy(rows: list[Record]) -> list[tuple[str, str]]:
+    """The lm-eval task accuracies (ratios: ``acc``, ``acc_norm``, ``exact_match``) the records hold, named."""
+    from harness.metrics import spec_for
+
+    names = sorted({n for r in rows for n in r.metrics if n.startswith("lmeval_") and not n.endswith("_delta_ref")
+                    and (spec := spec_for(n)) is not None and spec.kind == "accuracy" and spec.unit == "ratio"})
+    return [(n, "lm-eval " + n.removeprefix("lmeval_").replace("_", " ")) for n in names]
 
 
 def _points(ax: Any, pts: list[tuple[float, float, Record]], color: dict[str, Any], marker: str) -> None:

@@ -1,0 +1,80 @@
+"""lm-evaluation-harness tasks in inference cells: the shipped tasks' data, validation of task names, the
+catalog's declarations. (The cells scoring their own loaded model, fp32 and NF4 against a direct
+``simple_evaluate``, are in tests/test_quantization.py, on the shipped quantization suite's run.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.measure import lmeval
+
+SUITE = """
+name: le
+model: tiny
+timeout_s: 900
+precisions:
+  - kind: fp32
+  - kind: nf4
+inference:
+  reference: fp32
+  seq_len: 64
+  stride: 64
+  max_windows: 2
+  prompt_tokens: 16
+  decode_tokens: 8
+  repeats: 1
+  text2sql: null
+  eval:
+    tasks: [harness_general_mc, harness_documents]
+    limit: 40
+    batch_size: 8
+"""
+
+
+def test_shipped_task_data_is_well_formed():
+    """The shipped tasks' files: 120 four-choice items with every answer position used 30 times, 60 short
+    answers of one lower-case word or number, 8 documents."""
+    mc = [json.loads(line) for line in (lmeval.DATA / "general_mc.jsonl").read_text().splitlines()]
+    assert len(mc) >= 100 and all(len(set(x["choices"])) == 4 and x["answer"] in range(4) for x in mc)
+    assert sorted({x["answer"]: sum(y["answer"] == x["answer"] for y in mc) for x in mc}.values()) == [30] * 4
+    qa = [json.loads(line) for line in (lmeval.DATA / "short_answer.jsonl").read_text().splitlines()]
+    assert len(qa) == 60 and all(x["answer"].isdigit() or (x["answer"].isalpha() and x["answer"].islower()) for x in qa)
+    docs = [json.loads(line) for line in (lmeval.DATA / "documents.jsonl").read_text().splitlines()]
+    assert len(docs) == 8 and all(200 < len(d["text"].split()) < 400 for d in docs)
+    assert set(lmeval.SHIPPED) == {"harness_general_mc", "harness_short_answer", "harness_documents"}
+
+
+def test_unknown_task_names_are_refused_with_the_allowed_ones(tmp_path):
+    from harness.spec.source import SuiteError
+    from harness.spec.suite import load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE.replace("[harness_general_mc, harness_documents]", "[harness_general_mc, harness_genral_mc]"))
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    text = str(e.value)
+    line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if "tasks:" in x)
+    assert f"{path}:{line}: inference.eval.tasks" in text, text  # the file, the line of `tasks:`, the field
+    assert "unknown shipped task 'harness_genral_mc'" in text and "did you mean 'harness_general_mc'" in text, text
+    assert "harness_short_answer" in text  # the allowed names
+    # a name of lm-eval's own registry is checked against the installed lm-eval's task files
+    path.write_text(SUITE.replace("[harness_general_mc, harness_documents]", "[hellaswag, arc_easyy]"))
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    text = str(e.value)
+    assert "unknown lm-eval task 'arc_easyy'" in text and "'arc_easy'" in text and "hellaswag" not in text.split("unknown")[0], text
+    assert {"hellaswag", "arc_easy", "wikitext", "gsm8k", "mmlu"} <= lmeval.registry_names()
+
+
+def test_lmeval_metrics_are_declared_with_their_direction():
+    from harness.metrics import spec_for
+
+    acc, ppl = spec_for("lmeval_hellaswag_acc_norm"), spec_for("lmeval_wikitext_word_perplexity")
+    assert (acc.direction, acc.kind, acc.unit, acc.judged) == ("higher", "accuracy", "ratio", True)
+    assert (ppl.direction, ppl.kind, ppl.judged) == ("lower", "quality", True)
+    assert spec_for("lmeval_gsm8k_strict_match_exact_match").direction == "higher"
+    assert spec_for("lmeval_hellaswag_acc_delta_ref").judged is False  # its base is judged
+    assert spec_for("lmeval_x_f1") is None  # kept in info only
