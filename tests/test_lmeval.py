@@ -78,3 +78,38 @@ def test_lmeval_metrics_are_declared_with_their_direction():
     assert spec_for("lmeval_gsm8k_strict_match_exact_match").direction == "higher"
     assert spec_for("lmeval_hellaswag_acc_delta_ref").judged is False  # its base is judged
     assert spec_for("lmeval_x_f1") is None  # kept in info only
+
+
+def test_short_answer_scoring_ignores_case_space_and_punctuation_only():
+    """The shipped generation task's exact match, as lm-eval scores it: ' Paris.' matches 'paris', 'Lyon' does not."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    task = get_task_dict([lmeval.task_config("harness_short_answer")], TaskManager(include_defaults=False))["harness_short_answer"]
+    docs = list(task.test_docs())
+    assert len(docs) == 60
+    doc = docs[0]
+    assert task.process_results(doc, [f" {doc['answer'].upper()}."]) == {"exact_match": 1.0}
+    assert task.process_results(doc, [f" {doc['answer']}x"]) == {"exact_match": 0.0}
+    assert task.doc_to_text(doc) == f"Question: {doc['question']}\nAnswer:"
+
+
+@pytest.mark.slow
+def test_every_shipped_task_runs_on_the_tiny_model(tmp_path):
+    """Each shipped task through lm-eval on the tiny model in this process: generation, choices and rolling
+    log-likelihoods all produce their metrics and per-document values."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.models.tiny import Tiny
+
+    path = str(Tiny().resolve().path)
+    lm, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    out = lmeval.evaluate(lm, tok, lmeval.EvalSettings(tasks=list(lmeval.SHIPPED), limit=12, batch_size=4))
+    assert set(out["harness_short_answer"]["values"]) == {"exact_match"}
+    assert set(out["harness_general_mc"]["values"]) == {"acc", "acc_norm"}
+    assert set(out["harness_documents"]["values"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    for task, r in out.items():
+        assert r["protocol"]["documents"] == (8 if task == "harness_documents" else 12), task
+        assert all(len(v) == r["protocol"]["documents"] for v in r["docs"].values()), task
+    metrics, info = lmeval.metrics(out, out, "fp32")  # against itself: every paired difference is 0
+    assert all(m.value == 0 for name, m in metrics.items() if name.endswith("_delta_ref"))
+    assert "lmeval_harness_short_answer_exact_match" in metrics and "not_recorded_as_metrics" not in info
