@@ -14,6 +14,8 @@ from harness.track.report.figure import (MARKERS, NOT_VALID, SHOWN, Drawn, Subje
 ACCURACY = [("text2sql_ex_ratio", "text-to-SQL execution match"), ("top1_agreement_ref_ratio", "top-1 agreement with the reference")]
 TITLE = "Accuracy and perplexity against storage bits per parameter"
 DENSE_BITS = {"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}
+PPL_MARKER = "^"
+ACC_MARKERS = [m for m in MARKERS if m != PPL_MARKER]  # an accuracy never shares the perplexity's shape
 
 
 def bits_of(r: Record) -> float | None:
@@ -49,7 +51,7 @@ def accuracy_bits(subject: Subject, path: Path) -> Drawn | None:
             pts = sorted(((at[r.cell_id], r.metric(metric), r) for r in rows if r.metric(metric) is not None), key=lambda p: p[0])
             if not pts:
                 continue
-            marker = MARKERS[k % len(MARKERS)] if panel == "accuracy" else "^"
+            marker = ACC_MARKERS[k % len(ACC_MARKERS)] if panel == "accuracy" else PPL_MARKER
             _points(ax, pts, color, marker)
             handles.append(plt.Line2D([], [], linestyle="-", color="gray", marker=marker, markersize=7))
             names.append(name)
