@@ -154,9 +154,9 @@ def test_nightly_bench_runs_every_suite_on_a_gpu_runner(nightly: dict) -> None:
     assert "--benchmark-json results/benchmark.json" in script
     # pytest-benchmark's --benchmark-json crashes when the folder is missing
     assert script.index("mkdir -p results") < script.index("pytest suites/")
-    setup = _steps(bench)[_step_with(bench, 'pip install -q -e ".[gpu,bench]"')]["run"]
+    setup = _steps(bench)[_step_with(bench, 'pip install -q -e ".[gpu,eval,bench]"')]["run"]
     assert "$HOME/.venvs/harness-nightly" in setup
-    assert _step_with(bench, ".[gpu,bench]") < _step_with(bench, "pytest suites/")
+    assert _step_with(bench, ".[gpu,eval,bench]") < _step_with(bench, "pytest suites/")
 
 
 def test_nightly_uploads_the_records_even_after_a_failure(nightly: dict) -> None:
