@@ -115,15 +115,12 @@ def test_cells_score_their_own_loaded_model_as_lm_eval_does_directly(run):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
-    from harness.measure import lmeval
+    from harness.measure import intervals, lmeval
     from harness.spec.cell import Cell
 
     fp32, nf4 = ok(run[3], "fp32"), ok(run[3], "nf4")
-    for r in (fp32, nf4):
-        acc = r.metrics["lmeval_harness_general_mc_acc"]
-        assert 0 <= acc.value <= 1 and len(acc.samples) == 120 and acc.ci_method.startswith(lmeval.STDERR_CI)
-        assert acc.ci_low < acc.value < acc.ci_high  # the stderr is there
-        assert r.metric("lmeval_harness_documents_word_perplexity") > 1
+    for r in (fp32, nf4):  # (value, interval and samples on every precision: tests/test_suites.py)
+        assert r.metrics["lmeval_harness_general_mc_acc"].ci_method.startswith(lmeval.STDERR_CI)
         assert r.metrics["lmeval_harness_documents_word_perplexity"].ci_low is None  # lm-eval gives rolling ppl no stderr
         proto = r.info["lmeval"]["harness_general_mc"]["protocol"]
         assert proto["documents"] == 120 and proto["lm_eval"] == "0.4.13" and proto["num_fewshot"] == 0
@@ -148,4 +145,4 @@ def test_cells_score_their_own_loaded_model_as_lm_eval_does_directly(run):
                           ("harness_documents", "word_perplexity"), ("harness_documents", "bits_per_byte")):
             assert r.metric(f"lmeval_{task}_{key}") == pytest.approx(direct[task][f"{key},none"], rel=1e-6), (r.cell_id, key)
         assert r.metric("lmeval_harness_general_mc_acc") - r.metrics["lmeval_harness_general_mc_acc"].ci_low == pytest.approx(
-            lmeval.Z95 * direct["harness_general_mc"]["acc_stderr,none"], rel=1e-6)
+            intervals.Z95 * direct["harness_general_mc"]["acc_stderr,none"], rel=1e-6)

@@ -102,7 +102,6 @@ def check_quantization_records(results) -> None:
         assert 0 <= acc["value"] <= 1 and acc["ci_low"] < acc["value"] < acc["ci_high"] and len(acc["samples"]) == 120, cell
         assert metric(f"infer-{cell}", "lmeval_harness_documents_word_perplexity") > 1, cell
         assert "lmeval_harness_general_mc_acc_delta_ref" in records[f"infer-{cell}"]["metrics"], cell
-    assert metric("infer-fp32", "lmeval_harness_general_mc_acc_delta_ref") == 0
     assert any(v.headers[:1] == ["quant_bits_per_param"] and "lmeval_harness_general_mc_acc" in v.headers
                for v in views(store.records("quantization")))  # the report's lm-eval table, beside bits per parameter
     # vLLM serves the GPTQ and AWQ checkpoints the inference cells made; bitsandbytes is a skip with its reason

@@ -18,7 +18,6 @@ Needs the ``eval`` extra (``lm_eval``); :func:`missing` says why a cell cannot s
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 import re
@@ -28,11 +27,12 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from harness.base.paths import cache_dir
+from harness.base.registry import suggest
 from harness.base.specbase import StrictModel
+from harness.measure import intervals
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "lmeval"
 BOOTSTRAP_ITERS = 1000  # lm-eval's bootstrap for non-mean metrics; mean metrics get its closed-form stderr
-Z95 = 1.959963984540054
 STDERR_CI = "lm-eval stderr x 1.96"  # how an interval made from lm-eval's stderr is named (tables show value ± stderr)
 
 _STRIP = {"regexes_to_ignore": ["\\s"], "ignore_case": True, "ignore_punctuation": True}
@@ -70,20 +70,17 @@ class EvalSettings(StrictModel):
     def _known(cls, tasks: list[str]) -> list[str]:
         for name in tasks:
             if name.startswith("harness_") and name not in SHIPPED:
-                raise ValueError(f"unknown shipped task {name!r}{did_you_mean(name, SHIPPED)}; "
+                raise ValueError(f"unknown shipped task {name!r}{suggest(name, set(SHIPPED))}; "
                                  f"shipped tasks: {', '.join(SHIPPED)}")
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks must be distinct, got {tasks}")
         return tasks
 
     def protocol(self) -> dict[str, Any]:
-        """What the scores depend on besides the model (the reference outputs' key includes it)."""
-        return self.model_dump(mode="json") | {"bootstrap_iters": BOOTSTRAP_ITERS, "shipped_version": SHIPPED_VERSION}
-
-
-def did_you_mean(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=3)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        """What the scores depend on besides the model (the reference outputs' key includes it): the settings
+        (``settings``, which :meth:`model_validate` reads back) and the harness' own constants."""
+        return {"settings": self.model_dump(mode="json"), "bootstrap_iters": BOOTSTRAP_ITERS,
+                "shipped_version": SHIPPED_VERSION}
 
 
 def missing() -> str | None:
@@ -108,18 +105,6 @@ def registry_names() -> set[str]:
                     if n.strip().strip("'\""):
                         names.add(n.strip().strip("'\""))
     return names
-
-
-def unknown_tasks(settings: EvalSettings) -> str | None:
-    """Why a task of ``settings`` cannot be found (registry names need lm-eval installed), else None."""
-    other = [t for t in settings.tasks if t not in SHIPPED]
-    if not other:
-        return None
-    known = registry_names()
-    for name in other:
-        if name not in known:
-            return f"unknown lm-eval task {name!r}{did_you_mean(name, known | set(SHIPPED))}"
-    return None
 
 
 def task_config(name: str) -> dict[str, Any] | str:
@@ -199,7 +184,6 @@ def metric_name(task: str, key: str) -> str:
 def metrics(result: dict[str, Any], ref: dict[str, Any] | None, ref_label: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(metrics, info)`` of a :func:`summarize` result: each declared metric with its interval, and its
     paired difference to ``ref`` (the reference precision's result) when both scored the same documents."""
-    from harness.measure import intervals
     from harness.metrics import metric, spec_for
 
     out: dict[str, Any] = {}
@@ -213,15 +197,14 @@ def metrics(result: dict[str, Any], ref: dict[str, Any] | None, ref_label: str) 
                 undeclared.setdefault(task, []).append(key)
                 continue
             err, proto = r["stderr"].get(key), r["protocol"]
-            ci = None if err is None else (value - Z95 * err, value + Z95 * err,
+            ci = None if err is None else (value - intervals.Z95 * err, value + intervals.Z95 * err,
                                            f"{STDERR_CI} (normal), {proto['documents']} documents")
             docs = r["docs"].get(key, [])
             means = [float(d) for d in docs] if docs and all(isinstance(d, (int, float)) for d in docs) else []
             out[name] = metric(name, float(value), samples=means, ci=ci, description=(
                 f"lm-eval {task} {key}, {proto['num_fewshot']}-shot, {proto['documents']} documents, "
                 f"task version {proto['task_version']}, lm-eval {proto['lm_eval']}"))
-            if same_docs and key in other["values"]:
-                assert other is not None
+            if same_docs and other is not None and key in other["values"]:
                 base = other["values"][key]
                 ref_docs = other["docs"].get(key, [])
                 delta_ci = None

@@ -156,6 +156,7 @@ def load_suite(path: str | Path, *, model: str | None = None) -> Suite:
 def _eval_task_problems(suite: Suite, root: Any, source: str) -> list[str]:
     """lm-eval task names of ``inference.eval`` that the installed lm-eval's registry lacks, one line each
     (shipped names are checked by the block itself; without lm-eval the planner skips the cells)."""
+    from harness.base.registry import suggest
     from harness.measure import lmeval
     from harness.spec.source import line_of
 
@@ -168,7 +169,7 @@ def _eval_task_problems(suite: Suite, root: Any, source: str) -> list[str]:
         if name not in known:
             line = line_of(root, ("inference", "eval", "tasks", i))
             out.append(f"{source}:{line}: inference.eval.tasks.{i}: unknown lm-eval task {name!r}"
-                       f"{lmeval.did_you_mean(name, known)}; shipped tasks: {', '.join(lmeval.SHIPPED)}, or a task, "
+                       f"{suggest(name, known)}; shipped tasks: {', '.join(lmeval.SHIPPED)}, or a task, "
                        "group or tag of lm-eval's registry (`lm-eval ls tasks`)")
     return out
 

@@ -19,7 +19,8 @@ import math
 
 from pydantic import BaseModel, Field
 
-from harness.measure.lmeval import STDERR_CI, Z95
+from harness.measure.intervals import Z95
+from harness.measure.lmeval import STDERR_CI
 from harness.metrics import catalog, spec_for
 from harness.metrics.spec import SECONDS_PER, SummaryTable
 from harness.results.records import Record

@@ -174,8 +174,7 @@ def build_in_child(payload: dict[str, Any]) -> dict[str, Any]:
     if protocol.get("eval") is not None:
         from harness.measure import lmeval
 
-        settings = lmeval.EvalSettings.model_validate({k: v for k, v in protocol["eval"].items()
-                                                       if k in lmeval.EvalSettings.model_fields})
+        settings = lmeval.EvalSettings.model_validate(protocol["eval"]["settings"])
         (out / LMEVAL).write_text(json.dumps(lmeval.evaluate(lm, tok, settings), default=float))
     return {}
 
