@@ -52,6 +52,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Suite(s) to run: a file, a suite name beside the test module (default), 'all', or a "
                          "comma-separated list (default: every *.yaml beside the test module).")
     group.addoption("--harness-results", default="results", metavar="DIR", help="Folder of the JSON Lines store.")
+    group.addoption("--harness-machine", default=None, metavar="NAME",
+                    help="Logical runner name written into every record (default: $HARNESS_MACHINE, else derived "
+                         "from the devices, e.g. cpu-2c, h100-80gb-x1).")
+    group.addoption("--harness-only", action="append", default=None, metavar="CELL",
+                    help="Run only this cell id (repeatable): the cells a matrix job was given (harness matrix).")
+    group.addoption("--harness-shard", default=None, metavar="K/N",
+                    help="Only shard K of N: the cells split by cost over N runners, engine starts never split "
+                         "(harness plan --shards N shows the split).")
+    group.addoption("--harness-durations-from", default=None, metavar="DIR",
+                    help="Store whose latest durations on this machine cost the cells for --harness-shard (every "
+                         "shard must use the same; default: per-scenario defaults).")
     group.addoption("--harness-strict", action="store_true", default=False,
                     help="Record cells that are not valid (contended, too short, too few samples) as `invalid` (a failure).")
 
@@ -94,20 +105,50 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     model = metafunc.config.getoption("--harness-model")
     host = Host.detect()
-    params, ids, problems = [], [], []
+    params, ids, problems, plans = [], [], [], []
     for path in suite_files(metafunc.config.getoption("--harness-suite"), Path(metafunc.module.__file__).parent):
         try:
             suite = load_suite(path, model=model)
         except SuiteError as exc:
             problems += exc.problems
             continue
-        p = plan(suite, host, source=str(path), model_override=model)
-        for planned in p.cells:
-            params.append((p, planned))
-            ids.append(planned.cell.id)
+        plans.append(plan(suite, host, source=str(path), model_override=model))
     if problems:
         raise pytest.UsageError("invalid suite(s), nothing was run:\n  " + "\n  ".join(problems))
+    mine = _shard(metafunc.config, plans, host)
+    only = metafunc.config.getoption("--harness-only")
+    if only:
+        known = {pc.cell.id for p in plans for pc in p.cells}
+        if unknown := sorted(set(only) - known):
+            from harness.base.registry import suggest
+
+            raise pytest.UsageError("; ".join(f"--harness-only {u}: no such cell{suggest(u, known)}" for u in unknown))
+        mine = set(only) if mine is None else mine & set(only)
+    for p in plans:
+        for planned in p.cells:
+            if mine is None or planned.cell.id in mine:
+                params.append((p, planned))
+                ids.append(planned.cell.id)
     metafunc.parametrize("harness_cell", params, ids=ids)
+
+
+def _shard(config: pytest.Config, plans: list, host: Any) -> set[str] | None:
+    """The cell ids of ``--harness-shard K/N`` (None: every cell); see :mod:`harness.pipeline.shard`."""
+    text = config.getoption("--harness-shard")
+    if not text:
+        return None
+    from harness.base.errors import HarnessError
+    from harness.pipeline.shard import last_durations, parse_shard, shard_cells
+    from harness.results.machine import run_machine
+    from harness.results.store import read_records
+
+    try:
+        k, n = parse_shard(text)
+        store = config.getoption("--harness-durations-from")
+        durations = last_durations(read_records(store), run_machine(host, config.getoption("--harness-machine"))) if store else {}
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc).replace("--shard", "--harness-shard")) from None
+    return shard_cells(plans, k, n, durations)
 
 
 @contextlib.contextmanager
@@ -140,7 +181,7 @@ def harness_runner(pytestconfig: pytest.Config) -> Iterator[Any]:
     from harness.pipeline.runner import Runner
 
     runner = Runner(log_dir=Path(pytestconfig.getoption("--harness-results")) / "logs",
-                    strict=pytestconfig.getoption("--harness-strict"))
+                    strict=pytestconfig.getoption("--harness-strict"), machine=pytestconfig.getoption("--harness-machine"))
     with interrupt_on(*[s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]):
         yield runner
 

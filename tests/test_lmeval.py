@@ -1,6 +1,7 @@
-"""lm-evaluation-harness tasks in inference cells: the shipped tasks' data, validation of task names, the
-catalog's declarations. (The cells scoring their own loaded model, fp32 and NF4 against a direct
-``simple_evaluate``, are in tests/test_quantization.py, on the shipped quantization suite's run.)
+"""lm-evaluation-harness tasks in inference and serving cells: the shipped tasks' data, validation of task
+names, planning without lm-eval, a failed scoring, the catalog's declarations. (The cells scoring their own loaded model, fp32 and NF4 against a direct
+``simple_evaluate``, are in tests/test_quantization.py, on the shipped quantization suite's run; every serving
+engine scored, vLLM beside HF, in tests/test_suites.py, on the shipped serving suite's run.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,27 @@ inference:
     tasks: [harness_general_mc, harness_documents]
     limit: 40
     batch_size: 8
+"""
+
+SERVING_SUITE = """
+name: les
+model: tiny
+timeout_s: 600
+precisions:
+  - kind: fp32
+workloads:
+  - name: w
+    num_requests: 4
+    prompt_tokens: 16
+    output_tokens: [4, 8]
+serving:
+  repeats: 1
+  warmup: 0
+  eval:
+    tasks: [harness_general_mc]
+  engines:
+    - kind: hf-static
+      batch_size: 4
 """
 
 
@@ -67,6 +89,51 @@ def test_unknown_task_names_are_refused_with_the_allowed_ones(tmp_path):
     text = str(e.value)
     assert "unknown lm-eval task 'arc_easyy'" in text and "'arc_easy'" in text and "hellaswag" not in text.split("unknown")[0], text
     assert {"hellaswag", "arc_easy", "wikitext", "gsm8k", "mmlu"} <= lmeval.registry_names()
+    # serving.eval is checked the same way, and named as such
+    path.write_text(SERVING_SUITE.replace("[harness_general_mc]", "[harness_general_mc, hellaswagg]"))
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if "tasks:" in x)
+    assert f"{path}:{line}: serving.eval.tasks.1: unknown lm-eval task 'hellaswagg'" in str(e.value), str(e.value)
+    assert "did you mean 'hellaswag'" in str(e.value)
+
+
+def test_cells_with_an_eval_block_are_skipped_with_the_reason_where_lm_eval_is_missing(tmp_path, monkeypatch):
+    """Planning needs no lm-eval: where it is not installed, inference and serving cells that ask for tasks are
+    planned as skipped, saying which block and how to install it (simulated: this environment has it)."""
+    from harness.base.host import Host
+    from harness.pipeline import planner
+    from harness.spec.suite import load_suite
+
+    monkeypatch.setattr(planner.lmeval, "missing", lambda: "lm-eval is not installed (pip install '.[eval]')")
+    for text, block in ((SUITE, "inference"), (SERVING_SUITE, "serving")):
+        path = tmp_path / f"{block}.yaml"
+        path.write_text(text)
+        cells = planner.plan(load_suite(path), Host.detect()).cells
+        assert cells and all(c.skip == f"its {block}.eval block cannot be scored: lm-eval is not installed "
+                                        "(pip install '.[eval]')" for c in cells), [c.skip for c in cells]
+
+
+@pytest.mark.slow
+def test_a_serving_cell_whose_scoring_fails_keeps_its_measured_passes(tmp_path):
+    """A registry task cannot load its Hub dataset offline: the cell fails saying so, and its record keeps the
+    serving metrics measured before the scoring (nothing measured is lost)."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.results.store import Store
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SERVING_SUITE.replace("[harness_general_mc]", "[arc_easy]"))
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--results", str(tmp_path / "res")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode != 0, res.stdout[-3000:]
+    (record,) = Store(tmp_path / "res").records("les")
+    assert record.status == "error" and "lm-eval could not score the engine" in record.reason, record.reason
+    assert record.metric("output_tok_s") > 0 and record.metric("completed_requests") == 4
+    assert "Couldn't reach 'allenai/ai2_arc'" in record.info["lmeval"]["error"]  # arc_easy's dataset, named
 
 
 def test_lmeval_metrics_are_declared_with_their_direction():

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 import pytest
 
@@ -137,7 +136,8 @@ def test_report_has_sections_figures_tables_links_and_reasons(tmp_path, env):
 def test_two_suites_models_and_machines_are_never_mixed(tmp_path, env):
     """Records of two suites, two models and two machines: one section per (suite, machine), one figure
     per model; serving series keyed by suite, so two suites' cells are never one line."""
-    gpu_env = env.model_copy(update={"gpus": [GPU(name="NVIDIA H100 80GB HBM3", memory_bytes=80 * 2**30)]})
+    # machine None: a record written before environment.machine reads as its host's default name
+    gpu_env = env.model_copy(update={"gpus": [GPU(name="NVIDIA H100 80GB HBM3", memory_bytes=80 * 2**30)], "machine": None})
     cpu = f"cpu-{env.cpu_count}c"
     rs = [train(env, "t-train-full-fp32", "full", "fp32", 4.0, 0, suite="t"),
           train(env, "t-train-lora-fp32", "lora", "fp32", 1.0, 1, suite="t"),
@@ -192,15 +192,15 @@ def test_captions_say_what_where_when_and_on_which_model(tmp_path, env):
 
 
 def test_machine_of_a_record(env):
-    cpu = rec(env, "c", {"scenario": "infer"})
-    assert machine_of(cpu) == f"cpu-{env.cpu_count}c"
+    """The record's own machine when it names one; an older record without it reads as its host's default:
+    the runner's devices, whatever device the cell used (the machine is the runner, not the cell)."""
+    old = env.model_copy(update={"machine": None})
+    assert machine_of(rec(old, "c", {"scenario": "infer"})) == f"cpu-{env.cpu_count}c"
     gpus = [GPU(name="NVIDIA A100-SXM4-80GB", memory_bytes=81920 * MiB)] * 2
-    cuda = rec(env.model_copy(update={"gpus": gpus}), "g", {"scenario": "infer", "device": "cuda"})
-    assert machine_of(cuda) == "a100-80gb-x2"
-    skipped_here = rec(env.model_copy(update={"gpus": []}), "g", {"scenario": "infer", "device": "cuda"}, status="skipped")
-    assert machine_of(skipped_here) == f"cpu-{env.cpu_count}c"
-    named = Record.model_construct(cell={}, environment=SimpleNamespace(machine="ci-l4", gpus=[], cpu_count=8))
-    assert machine_of(named) == "ci-l4"
+    gpu_host = old.model_copy(update={"gpus": gpus})
+    assert machine_of(rec(gpu_host, "g", {"scenario": "infer", "device": "cuda"})) == "a100-80gb-x2"
+    assert machine_of(rec(gpu_host, "c", {"scenario": "infer", "device": "cpu"})) == "a100-80gb-x2"
+    assert machine_of(rec(env.model_copy(update={"machine": "ci-l4"}), "g", {"scenario": "infer"})) == "ci-l4"
     assert [gpu_slug(n) for n in ("NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090", "Tesla T4", "NVIDIA H200")] == [
         "h100", "rtx-4090", "t4", "h200"]
 

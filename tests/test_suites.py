@@ -157,7 +157,8 @@ def test_training_savings_on_the_embedded_model(suite_results):
 @pytest.mark.timeout(2400)
 def test_serving_suite_on_the_tiny_model(suite_results):
     """suites/serving.yaml end to end on the tiny model: HF static and continuous, vLLM static and continuous (one
-    engine start) and the vLLM server at two load levels (one server start) on the same requests."""
+    engine start) and the vLLM server at two load levels (one server start) on the same requests, each start
+    scored on lm-eval's multiple-choice task."""
     import subprocess
     import sys
 
@@ -209,6 +210,25 @@ def test_serving_suite_on_the_tiny_model(suite_results):
     assert cont.metric("kv_cache_capacity_tokens") == cont.metric("kv_cache_capacity_tokens_analytic") // block * block
     assert cont.metric("kv_cache_capacity_tokens") == cont.info["engine"]["kv_cache_tokens"] > 0
     assert cont.info["engine"]["max_num_seqs"] == 8 and cont.metric("startup_s") > 0
+    # serving.eval: every engine start scored once on the shipped multiple-choice task, after its timed passes,
+    # through its own path; the cells of a shared start carry the one scoring
+    acc = "lmeval_harness_general_mc_acc"
+    through = {n: r.info["lmeval"]["harness_general_mc"]["protocol"]["scored_through"].split()[0] for n, r in records.items()}
+    assert through == {"hf-static-bf16": "hf", "hf-continuous-bf16": "hf", "vllm-static-bf16": "vllm",
+                       "vllm-continuous-bf16": "vllm", "vllm-server-bf16-c2": "local-completions",
+                       "vllm-server-bf16-c8": "local-completions"}
+    for name, r in records.items():
+        m = r.metrics[acc]
+        assert m.ci_low < m.value < m.ci_high and len(m.samples) == 120, name  # lm-eval's stderr; every question
+    assert records["vllm-continuous-bf16"].info["lmeval"]["engine_start_scored_by"] == "serving-serve-vllm-static-bf16"
+    assert records["vllm-continuous-bf16"].metrics[acc] == records["vllm-static-bf16"].metrics[acc]
+    assert records["vllm-server-bf16-c8"].metrics[acc] == records["vllm-server-bf16-c2"].metrics[acc]
+    # the served engines answer as the HF model does, question by question (bf16 kernels differ: near ties may flip)
+    hf = records["hf-static-bf16"].metrics[acc].samples
+    assert records["hf-continuous-bf16"].metrics[acc].samples == hf  # the same model object's scoring path
+    for name in ("vllm-continuous-bf16", "vllm-server-bf16-c2"):
+        same = sum(a == b for a, b in zip(records[name].metrics[acc].samples, hf))
+        assert same >= 0.9 * len(hf), (name, same)
 
 
 def _slowed(record, sha: str):

@@ -1,6 +1,7 @@
 """The ``harness`` command: validate, plan, run, compare, noise, report, asv and schema here;
 ``estimate`` in :mod:`harness.cli.estimate`; ``cache`` and ``publish`` in :mod:`harness.cli.housekeeping`;
-``asv-assets`` and ``asv-publish`` (the asv site, offline) in :mod:`harness.cli.asvsite`.
+``asv-assets`` and ``asv-publish`` (the asv site, offline) in :mod:`harness.cli.asvsite`; ``merge``, ``matrix``
+and ``submit`` (past one machine) in :mod:`harness.cli.fleet`.
 
 Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input (suite, option).
 """
@@ -45,20 +46,59 @@ def validate(paths: list[Path] = typer.Argument(..., help="Suite YAML files."),
     raise typer.Exit(2 if failed else 0)
 
 
+ShardOpt = typer.Option(None, "--shard", help="Only shard K of N (K/N): cells split by cost, engine starts never split.")
+DurationsOpt = typer.Option(None, "--durations-from", help="Store whose latest durations on this machine cost the cells "
+                                                           "for sharding (every shard must use the same; default: per-scenario defaults).")
+MachineOpt = typer.Option(None, "--machine", help="Logical runner name (default: $HARNESS_MACHINE, else derived from the "
+                                                  "devices, e.g. cpu-2c, h100-80gb-x1).")
+
+
+def _shards(plans: list, n: int, durations_from: Path | None, machine: str | None, host) -> list:
+    """The plans' cells split into ``n`` shards by cost (:mod:`harness.pipeline.shard`)."""
+    from harness.pipeline.shard import assign, last_durations, units
+    from harness.results.machine import run_machine
+    from harness.results.store import read_records
+
+    durations = last_durations(read_records(durations_from), run_machine(host, machine)) if durations_from else {}
+    return assign(units(plans, durations), n)
+
+
 @app.command()
-def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt) -> None:
-    """List every cell of the suites, with the reason of each skip, decided before anything runs."""
+def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt,
+         shards: Optional[int] = typer.Option(None, "--shards", min=1, help="Split the cells into N shards by cost and print each "
+                                                                           "shard's cells and predicted time."),
+         shard: Optional[str] = ShardOpt, durations_from: Optional[Path] = DurationsOpt, machine: Optional[str] = MachineOpt,
+         ) -> None:
+    """List every cell of the suites, with the reason of each skip, decided before anything runs; with
+    --shards N, how they split over N runners; with --shard K/N, shard K's cells only."""
+    from harness.base.errors import HarnessError
     from harness.base.host import Host
     from harness.pipeline.planner import plan as make_plan
+    from harness.pipeline.shard import parse_shard
 
     suites, failed = _load(paths, model)
     host = Host.detect()
-    for path, suite in suites:
-        p = make_plan(suite, host, source=str(path), model_override=model)
-        table = Table(title=f"{suite.name} ({path}): {len(p.runnable)} to run, {len(p.skipped)} skipped", title_justify="left")
+    plans = [(path, make_plan(suite, host, source=str(path), model_override=model)) for path, suite in suites]
+    selected: set[str] | None = None
+    try:
+        k, n = parse_shard(shard) if shard else (None, shards)
+        split = _shards([p for _, p in plans], n, durations_from, machine, host) if n else None
+    except HarnessError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if split is not None and k is None:
+        _print_shards(split)
+        raise typer.Exit(2 if failed else 0)
+    if split is not None:
+        selected = set(split[k - 1].cells)
+        out.print(f"shard {k}/{n}: {len(selected)} cells, predicted {split[k - 1].cost_s / 60:.1f} min", highlight=False)
+    for path, p in plans:
+        table = Table(title=f"{p.suite} ({path}): {len(p.runnable)} to run, {len(p.skipped)} skipped", title_justify="left")
         for col in ("cell", "scenario", "precision", "mode/engine", "workload", "status"):
             table.add_column(col)
         for pc in p.cells:
+            if selected is not None and pc.cell.id not in selected:
+                continue
             c = pc.cell
             status = f"[yellow]skip[/yellow]: {pc.skip}" if pc.skip else "[green]run[/green]" + (
                 f" (one engine start: {c.group})" if c.group else "")
@@ -67,10 +107,30 @@ def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), mode
     raise typer.Exit(2 if failed else 0)
 
 
+def _print_shards(split: list) -> None:
+    table = Table(title=f"{len(split)} shards (longest first onto the least loaded; engine starts never split)",
+                  title_justify="left")
+    for col in ("shard", "cells", "predicted", "measured costs", "cells (engine starts joined by +)"):
+        table.add_column(col, overflow="fold")
+    for s in split:
+        cells = sum(len(u.cells) for u in s.units)
+        measured = sum(u.measured for u in s.units)
+        table.add_row(f"{s.index}/{len(split)}", str(cells), f"{s.cost_s / 60:.1f} min", f"{measured} of {cells}",
+                      ", ".join("+".join(u.cells) for u in s.units))
+    out.print(table)
+    total = sum(s.cost_s for s in split)
+    longest = max((u.cost_s for s in split for u in s.units), default=0.0)
+    ideal = max(total / len(split), longest)
+    out.print(f"longest shard {max(s.cost_s for s in split) / 60:.1f} min; ideal {ideal / 60:.1f} min "
+              f"(total {total / 60:.1f} min / {len(split)}, or the longest unit {longest / 60:.1f} min)", highlight=False)
+
+
 @app.command()
 def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt,
         only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this cell id (repeatable)."),
         results: Path = typer.Option(Path("results"), "--results", help="Folder of the JSON Lines store."),
+        machine: Optional[str] = MachineOpt, shard: Optional[str] = ShardOpt,
+        durations_from: Optional[Path] = DurationsOpt,
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip cells already recorded for the same code and config."),
         strict: bool = typer.Option(False, "--strict", help="Record cells that are not valid (contended, too short, too few samples) as `invalid` and retry them."),
         ) -> None:
@@ -103,8 +163,25 @@ def run(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model
     if failed:
         raise typer.Exit(2)
     host = Host.detect()
-    store, runner = Store(results), Runner(log_dir=results / "logs", strict=strict)
+    try:
+        store, runner = Store(results), Runner(log_dir=results / "logs", strict=strict, machine=machine)
+    except HarnessError as exc:  # a machine name that cannot name folders and files
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     plans = [make_plan(suite, host, source=str(path), model_override=model) for path, suite in suites]
+    if shard:
+        from harness.pipeline.shard import parse_shard
+
+        try:
+            k, n = parse_shard(shard)
+            mine = set(_shards(plans, n, durations_from, machine, host)[k - 1].cells)
+        except HarnessError as exc:
+            err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        only = [c.cell.id for p in plans for c in p.cells if c.cell.id in mine and (not only or c.cell.id in only)]
+        out.print(f"shard {k}/{n}: {len(only)} cells", highlight=False)
+        if not only:  # more shards than units: nothing here (an empty --only would mean every cell)
+            raise typer.Exit(0)
     if only:
         known = {c.cell.id for p in plans for c in p.cells}
         unknown = sorted(set(only) - known)
@@ -150,9 +227,11 @@ def compare(base: Path = typer.Argument(..., help="Base results: a store folder 
             allow_invalid: bool = typer.Option(False, "--allow-invalid", help="Judge new records that are not valid (labelled) instead of failing."),
             allow_incomparable: bool = typer.Option(False, "--allow-incomparable", help="Judge pairs with another cell key or device (labelled)."),
             show_all: bool = typer.Option(False, "--all", help="Also list unchanged metrics."),
+            machine: Optional[str] = typer.Option(None, "--machine", help="Judge only this logical machine's records (a per-runner gate)."),
+            across_machines: bool = typer.Option(False, "--across-machines", help="Pair each cell's latest records whatever their machines (labelled); default: within each machine."),
             ) -> None:
-    """Compare two result sets cell by cell, like with like; exit 1 on a regression, a lost cell or
-    metric, or an invalid new record; 0 otherwise (2: bad input)."""
+    """Compare two result sets cell by cell, like with like, within each logical machine; exit 1 on a
+    regression, a lost cell or metric, or an invalid new record; 0 otherwise (2: bad input)."""
     from harness.base.errors import HarnessError
     from harness.track.compare import compare as run_compare
     from harness.track.compare import load_results
@@ -166,7 +245,8 @@ def compare(base: Path = typer.Argument(..., help="Base results: a store folder 
         noise_file = NoiseFile.read(noise) if noise else None
         result = run_compare(load_results(base), load_results(new), {s.name: s.compare for _, s in suites},
                              noise=noise_file, may_lose={s.name: s.may_lose for _, s in suites},
-                             allow_invalid=allow_invalid, allow_incomparable=allow_incomparable)
+                             allow_invalid=allow_invalid, allow_incomparable=allow_incomparable,
+                             across_machines=across_machines, machine=machine)
     except HarnessError as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -232,7 +312,8 @@ def report(results: list[Path] = typer.Argument(..., help="Store folders or .jso
 
 @app.command("asv")
 def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or .jsonl files of records."),
-               machine: str = typer.Option(..., "--machine", help="Logical runner name (a graph axis; not a hostname)."),
+               machine: Optional[str] = typer.Option(None, "--machine", help="File the records under this logical runner name "
+                                                     "(records of one machine only); default: each record's own machine."),
                config: Path = typer.Option(Path("benchmarks/asv.conf.json"), "--config", help="asv configuration (run from the repository root)."),
                ) -> None:
     """Write records into asv's results database; then `harness asv-publish` (or `asv --config
@@ -243,13 +324,33 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
     from harness.track.asvconf import load_config
     from harness.track.asvdb import ingest
 
+    from harness.results.machine import machine_of
+
     try:
         conf = load_config(config)
         records = [r for p in results for r in read_records(p)]
-        report = ingest(records, conf, machine)
+        by_machine: dict[str, list] = {}
+        for r in records:
+            by_machine.setdefault(machine_of(r), []).append(r)
+        if machine is not None:
+            if len(by_machine) > 1:
+                raise HarnessError(f"--machine {machine}: the records come from {len(by_machine)} machines "
+                                   f"({', '.join(sorted(by_machine))}); leave --machine out to file each under its own")
+            by_machine = {machine: records}
+        reports = [(m, ingest(rs, conf, m)) for m, rs in sorted(by_machine.items())]
     except HarnessError as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
+    if not reports:
+        out.print("0 records: nothing written", highlight=False)
+    problems = False
+    for name, report in reports:
+        problems |= _print_ingest(report, conf, name)
+    raise typer.Exit(2 if problems else 0)
+
+
+def _print_ingest(report, conf, machine: str) -> bool:
+    """Print one machine's ingest report; True when something was not written."""
     for line in report.warnings:
         err.print(f"[yellow]warning[/yellow] {line}", highlight=False, soft_wrap=True)
     for line in report.problems:
@@ -261,7 +362,7 @@ def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or 
             err.print(f"  {line}", highlight=False, soft_wrap=True)
     out.print(f"{report.records} records -> {report.series} asv series in {len(report.files)} result file(s) under "
               f"{conf.results_dir}/{machine}", highlight=False)
-    raise typer.Exit(2 if report.problems else 0)
+    return bool(report.problems)
 
 
 @app.command()
@@ -273,4 +374,4 @@ def schema() -> None:
 
 
 # the other commands, registered on `app` where they live
-from harness.cli import asvsite as _asvsite, estimate as _estimate, housekeeping as _housekeeping  # noqa: E402,F401
+from harness.cli import asvsite as _asvsite, estimate as _estimate, fleet as _fleet, housekeeping as _housekeeping  # noqa: E402,F401

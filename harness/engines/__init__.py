@@ -18,6 +18,11 @@ empty whatever cache a run leaves behind (:meth:`Engine.reset_cache`: vLLM's pre
 engine says it is on), so no pass is served from an earlier pass's prompts. The caller says how a
 timed pass is measured (``timed``: a context manager around each timed ``run``; this package
 imports nothing from ``harness.measure``).
+
+An engine start can also be scored for accuracy (``score``: e.g. lm-evaluation-harness tasks): after
+the first cell's timed passes, :func:`serve` hands ``score`` the engine as it is running
+(:meth:`Engine.eval_target`) and keeps the answer on the start, so every cell of a shared start reports
+the one scoring, made once, after timed passes only (it never runs inside a timed region).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pydantic import BaseModel, Field
 
 from harness.base.registry import Registry
 from harness.base.specbase import Implementation
-from harness.base.wire import Request, RequestTrace, ServeRun  # noqa: F401 (the engines' vocabulary)
+from harness.base.wire import EvalTarget, Request, RequestTrace, ServeRun  # noqa: F401 (the engines' vocabulary)
 
 if TYPE_CHECKING:
     from harness.base.cellview import CellView
@@ -71,6 +76,11 @@ class Engine(Implementation):
         whether one is on (one that may have it empties it anyway). Raises if a reset fails."""
         return None
 
+    def eval_target(self, handle: Any, model: "ResolvedModel") -> EvalTarget | None:
+        """The started engine as an accuracy harness scores it (see :class:`EvalTarget`); None when this
+        engine cannot be scored."""
+        return None
+
     def stop(self, handle: Any) -> None:
         """Release what ``start`` took (processes, memory). Must not raise."""
 
@@ -83,6 +93,8 @@ class _Live(BaseModel):
     startup_s: float
     started_by: str
     cells_served: int = 0
+    scored: Any = None  # what ``score`` returned on this start (once per start)
+    scored_by: str | None = None
 
 
 _LIVE: dict[str, _Live] = {}
@@ -97,15 +109,21 @@ class Served(BaseModel):
     engine_start: dict[str, Any] = Field(description="shared, started_by, cells_served")
     prefix_cache: dict[str, Any] = Field(description="enabled: the engine's answer (Engine.reset_cache: True, False, "
                                                      "or None); reset_before_each_pass: emptied before every pass")
+    scored: Any = Field(default=None, description="what ``score`` returned on this engine start (None: not asked)")
+    scored_by: str | None = Field(default=None, description="the cell after whose timed passes the start was scored")
 
 
 def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request], *, repeats: int = 1, warmup: int = 0,
-          timed: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Served:
+          timed: Callable[[], AbstractContextManager[Any]] = nullcontext,
+          score: Callable[[EvalTarget], Any] | None = None) -> Served:
     """Serve ``requests`` ``warmup`` times untimed, then ``repeats`` times each inside ``timed()``, on
     ``cell``'s engine: started here, or reused from an earlier cell of the same group in this process.
-    The engine's cache is reset before every pass (outside ``timed``). An engine without a group is
-    stopped after its cell; a failed pass stops its engine (the next cell of the group starts a fresh
-    one) and raises. Raises ValueError for ``repeats`` < 1 or ``warmup`` < 0."""
+    The engine's cache is reset before every pass (outside ``timed``). With ``score``, the start is
+    scored once, after the timed passes of the first cell that asks (``score(engine.eval_target(...))``;
+    later cells of the start get the same answer). An engine without a group is stopped after its
+    cell; a failed pass or scoring stops its engine (the next cell of the group starts a fresh one) and
+    raises. Raises ValueError for ``repeats`` < 1 or ``warmup`` < 0, or for ``score`` on an engine that
+    has no :meth:`Engine.eval_target`."""
     assert cell.engine is not None
     if repeats < 1 or warmup < 0:
         raise ValueError(f"serve needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
@@ -128,6 +146,11 @@ def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request], *, 
                 continue
             with timed():
                 runs.append(cell.engine.run(live.handle, cell, model, requests))
+        if score is not None and live.scored_by is None:
+            target = cell.engine.eval_target(live.handle, model)
+            if target is None:
+                raise ValueError(f"engine {cell.engine.kind!r} cannot be scored for accuracy (it has no eval target)")
+            live.scored, live.scored_by = score(target), cell.id
     except BaseException:
         stop(key)
         raise
@@ -140,7 +163,16 @@ def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request], *, 
     return Served(runs=runs, warmup_s=warm_s, startup_s=live.startup_s,
                   engine_start={"shared": cell.group is not None, "started_by": live.started_by,
                                 "cells_served": live.cells_served},
-                  prefix_cache={"enabled": on, "reset_before_each_pass": on is True and all(resets)})
+                  prefix_cache={"enabled": on, "reset_before_each_pass": on is True and all(resets)},
+                  scored=live.scored if score is not None else None,
+                  scored_by=live.scored_by if score is not None else None)
+
+
+def scored_start(cell: "CellView") -> bool:
+    """Whether ``cell``'s engine start is running in this process and was already scored (by an earlier
+    cell of its group): this process' lifetime memory peak then includes the scoring."""
+    live = _LIVE.get(cell.group or f"cell:{cell.id}")
+    return live is not None and live.scored_by is not None
 
 
 def stop(key: str) -> None:

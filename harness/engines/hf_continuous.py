@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
+from harness.engines import ENGINES, Engine, EvalTarget, Request, RequestTrace, ServeRun
 
 if TYPE_CHECKING:
     from harness.base.cellview import CellView
@@ -94,6 +94,11 @@ class HFContinuous(Engine):
         # Nothing outlives a run: each run makes its own manager and paged cache and destroys them
         # (``persistent_manager`` stays False, so none is cached on the model for the next run).
         return None
+
+    def eval_target(self, handle: Any, model: "ResolvedModel") -> EvalTarget:
+        from transformers import AutoTokenizer
+
+        return EvalTarget(kind="hf", model=handle, tokenizer=AutoTokenizer.from_pretrained(model.path))
 
     def stop(self, handle: Any) -> None:
         import gc

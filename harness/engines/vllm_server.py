@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from harness.base.proctree import stop_tree
-from harness.engines import ENGINES, Request, ServeRun
+from harness.engines import ENGINES, EvalTarget, Request, ServeRun
 from harness.engines.loadgen import LoadProfile
 from harness.engines.vllm_guard import KEY_ENV
 from harness.engines.vllm_metrics import cache_config, counter_delta, counters_from_text
@@ -241,6 +241,12 @@ class VLLMServer(VLLMOptions):
         if status != 200 or (body.strip() and not json.loads(body).get("success", True)):
             raise RuntimeError(f"the vLLM server refused to reset its prefix cache (HTTP {status}): {body[:300]}")
         return handle.prefix_caching
+
+    def eval_target(self, handle: Server, model: "ResolvedModel") -> EvalTarget:
+        """This start's ``/v1/completions``, reached with its key (requests go as token ids, tokenized
+        with the model folder's tokenizer, as the workload's are)."""
+        return EvalTarget(kind="completions", base_url=handle.base_url, api_key=handle.api_key,
+                          served_name=handle.served_name, tokenizer=str(model.path), max_length=self.max_model_len)
 
     def stop(self, handle: Server) -> None:
         stop_tree(handle.proc, STOP_GRACE_S)

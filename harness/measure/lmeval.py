@@ -1,10 +1,12 @@
 """lm-evaluation-harness tasks scored on a model object a cell already loaded, and their metrics.
 
-The suite's ``inference.eval`` block (:class:`EvalSettings`) names tasks: the shipped local tasks
+The suite's ``inference.eval`` and ``serving.eval`` blocks (:class:`EvalSettings`) name tasks: the shipped local tasks
 (:data:`SHIPPED`, data under ``harness/data/lmeval``, original and CC0) or any name of lm-eval's own
 registry (Hub datasets: GPU runners). :func:`evaluate` hands the loaded model and its tokenizer to
 lm-eval's ``HFLM`` (which uses the object as it is: a bitsandbytes or GPTQ model is scored as
-loaded, never reloaded) and runs ``lm_eval.simple_evaluate`` with per-document samples kept.
+loaded, never reloaded) and runs ``lm_eval.simple_evaluate`` with per-document samples kept;
+:func:`evaluate_target` scores a started serving engine the same way (vLLM's ``LLM`` through lm-eval's
+``vllm`` model, a server through ``local-completions``).
 
 :func:`metrics` turns a result into ``lmeval_<task>_<metric>`` metrics (``<filter>`` before the
 metric when it is not ``none``): the value, its 95 % interval from lm-eval's stderr (x 1.96, normal;
@@ -28,6 +30,7 @@ from pydantic import Field, field_validator
 
 from harness.base.paths import cache_dir
 from harness.base.registry import suggest
+from harness.base.wire import EvalTarget
 from harness.base.specbase import StrictModel
 from harness.measure import intervals
 
@@ -52,6 +55,8 @@ SHIPPED: dict[str, dict[str, Any]] = {
         "doc_to_text": "", "doc_to_target": "{{text}}",
         "metric_list": [{"metric": "word_perplexity"}, {"metric": "byte_perplexity"}, {"metric": "bits_per_byte"}]},
 }
+SCORED_THROUGH = {"hf": "hf (lm-eval's HFLM on the loaded model)", "vllm": "vllm (lm-eval's vllm model on the running engine)",
+                  "completions": "local-completions (the server's /v1/completions)"}
 SHIPPED_VERSION = 1.0  # of the shipped tasks' prompts and data: bump when either changes
 
 
@@ -120,12 +125,68 @@ def task_config(name: str) -> dict[str, Any] | str:
 
 def evaluate(lm: Any, tokenizer: Any, settings: EvalSettings) -> dict[str, Any]:
     """Score the loaded ``lm`` on ``settings``' tasks; the result as :func:`summarize` makes it."""
+    return evaluate_target(EvalTarget(kind="hf", model=lm, tokenizer=tokenizer), settings)
+
+
+def evaluate_target(target: EvalTarget, settings: EvalSettings) -> dict[str, Any]:
+    """Score a started engine (:class:`~harness.base.wire.EvalTarget`) on ``settings``' tasks: a loaded
+    transformers model through ``HFLM``, a running ``vllm.LLM`` through lm-eval's ``vllm`` model (given
+    that very engine, see :func:`vllm_lm`), a server through ``local-completions`` at its own endpoint
+    with its key. The result as :func:`summarize` makes it."""
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache_dir() / "datasets"))
+    result = _simple_evaluate(lm_for(target, settings), settings)
+    for task in result.values():
+        task["protocol"]["scored_through"] = SCORED_THROUGH[target.kind]
+    return result
+
+
+def lm_for(target: EvalTarget, settings: EvalSettings) -> Any:
+    """lm-eval's model object for ``target``."""
+    if target.kind == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=target.model, tokenizer=target.tokenizer, batch_size=settings.batch_size)
+    if target.kind == "vllm":
+        return vllm_lm(target, settings)
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    return LocalCompletionsAPI(base_url=f"{target.base_url}/v1/completions", model=target.served_name,
+                               tokenizer=target.tokenizer, tokenizer_backend="huggingface", tokenized_requests=True,
+                               header={"Authorization": f"Bearer {target.api_key}"}, max_length=target.max_length,
+                               batch_size=settings.batch_size, seed=settings.seed, max_retries=1)
+
+
+def vllm_lm(target: EvalTarget, settings: EvalSettings) -> Any:
+    """lm-eval's ``vllm`` model on the running engine ``target.model``, not a second one.
+
+    lm-eval 0.4.13's ``VLLM`` builds its engine with ``LLM(**model_args)`` in its constructor and takes
+    no engine object; its constructor is run unchanged with that one call answered by the running
+    engine (the seam, pinned with lm-eval and tested by tests/test_lmeval.py). The CPU build's version
+    lookup is answered first (:func:`harness.engines.vllm_cli.answer_vllm_version`)."""
+    from harness.engines.vllm_cli import answer_vllm_version
+
+    answer_vllm_version()
+    import importlib.metadata
+
+    from lm_eval.models import vllm_causallms
+
+    vllm_causallms.version = importlib.metadata.version  # bound at its import, which may have come first
+    built = vllm_causallms.LLM
+    vllm_causallms.LLM = lambda **_: target.model  # type: ignore[assignment]
+    try:
+        lm = vllm_causallms.VLLM(pretrained=target.tokenizer, tokenizer=target.tokenizer, max_model_len=target.max_length,
+                                 batch_size=settings.batch_size, seed=settings.seed)
+    finally:
+        vllm_causallms.LLM = built
+    if lm.model is not target.model:
+        raise RuntimeError("lm-eval's vllm model did not take the running engine (its constructor changed)")
+    return lm
+
+
+def _simple_evaluate(model: Any, settings: EvalSettings) -> dict[str, Any]:
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    model = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=settings.batch_size)
     seed = settings.seed
     # shipped tasks are whole configs: lm-eval's index of its ~12,000 task files is built only for registry names
     manager = TaskManager(include_defaults=not all(t in SHIPPED for t in settings.tasks))

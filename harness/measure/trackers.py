@@ -55,6 +55,13 @@ class PeakRSS:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the measurement now (what runs after it, until the ``with`` block ends, is not counted;
+        the lifetime peak is still read, once). Idempotent."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

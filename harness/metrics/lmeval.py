@@ -3,7 +3,8 @@
 One pattern per lm-eval metric whose meaning and direction are fixed by lm-eval itself (``acc`` and
 ``exact_match`` up, perplexities and bits per byte down), each with its ``_delta_ref`` (the paired
 difference to the reference precision on the same documents; not judged, as its base is). A task's
-other metrics stay in the record's ``info``.
+other metrics stay in the record's ``info``. Serving cells (``serving.eval``) carry the same metrics,
+scored on the running engine, in a table of their own.
 """
 
 from __future__ import annotations
@@ -37,4 +38,7 @@ TABLES = [
                                          "reference on the same documents)",
                  columns=("quant_bits_per_param", "lmeval_*"), requires="lmeval_*",
                  compact=(("quant_bits_per_param", "bits/param"), ("lmeval_*", "lm-eval *"))),
+    SummaryTable(scenario="serve", title="Serving: lm-eval tasks scored on the running engine (value ± lm-eval's "
+                                         "stderr; one scoring per engine start)",
+                 columns=("lmeval_*",), requires="lmeval_*", compact=(("lmeval_*", "lm-eval *"),)),
 ]

@@ -5,13 +5,20 @@ engine runs its ranks under ``torchrun`` (``harness.scenarios.training.launch``)
 prepared model with :meth:`ParallelEngine.wrap`. ``zero_stage`` is the ZeRO stage the engine's
 sharding corresponds to, which the estimator uses to predict per-rank bytes: 0 replicates everything
 (DDP), 1 shards optimizer state, 2 also gradients, 3 also parameters.
+
+Across nodes (``nnodes`` > 1): every node runs the same cell (``harness run --only CELL``, under Slurm
+``srun`` once per node); torchrun's c10d rendezvous at ``rdzv_endpoint`` joins their ranks, ``nproc`` per
+node. ``node_rank``, ``rdzv_endpoint`` and ``rdzv_id`` default to Slurm's environment (``SLURM_NODEID``,
+the first host of ``SLURM_JOB_NODELIST`` at port 29500, ``SLURM_JOB_ID``) or ``HARNESS_NODE_RANK``,
+``HARNESS_RDZV_ENDPOINT``, ``HARNESS_RDZV_ID`` (:meth:`ParallelEngine.nodes`). Node 0 writes the record,
+with every rank's figures; the other nodes' runs write none.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
 from harness.base.registry import Registry
 from harness.base.specbase import Implementation
@@ -23,13 +30,65 @@ if TYPE_CHECKING:
 PARALLEL: Registry = Registry("parallel engine", "harness.parallel")
 
 
+class Nodes(BaseModel):
+    """This node's place in a cell's ranks: ``nnodes`` 1 is a single host (no endpoint, no id)."""
+
+    nnodes: int
+    node_rank: int
+    endpoint: str | None
+    rdzv_id: str | None
+
+
 class ParallelEngine(Implementation):
     """Base of a parallel engine config."""
 
     requires: ClassVar[tuple[str, str] | None] = None  # (tracked package, install hint)
-    nproc: int = Field(default=2, ge=2, description="Processes (ranks) on this host, one data-parallel replica each.")
+    nproc: int = Field(default=2, ge=1, description="Processes (ranks) per node, one data-parallel replica each.")
     backend: Literal["auto", "gloo", "nccl"] = Field(
         default="auto", description="torch.distributed backend (auto: nccl on CUDA, gloo on CPU).")
+    nnodes: int = Field(default=1, ge=1, description="Nodes the ranks span (torchrun's c10d rendezvous joins them).")
+    node_rank: int | None = Field(default=None, ge=0, description="This node's rank (default: SLURM_NODEID or HARNESS_NODE_RANK).")
+    rdzv_endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+:\d{1,5}$",
+                                      description="host:port of the rendezvous, on node 0 (default: Slurm's first node "
+                                                  ":29500, or HARNESS_RDZV_ENDPOINT).")
+    rdzv_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$",
+                                description="The rendezvous' id, the same on every node (default: SLURM_JOB_ID or HARNESS_RDZV_ID).")
+
+    @model_validator(mode="after")
+    def _world(self) -> "ParallelEngine":
+        if self.nproc * self.nnodes < 2:
+            raise ValueError(f"a parallel cell needs at least 2 ranks: nproc {self.nproc} x nnodes {self.nnodes}")
+        if self.node_rank is not None and self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    def nodes(self, environ: dict[str, str] | None = None) -> "Nodes":
+        """Where this node stands in a multi-node cell: the settings, else Slurm's or the harness'
+        environment (see the module docstring). Raises ValueError naming what is missing."""
+        import os
+        import subprocess
+
+        env = os.environ if environ is None else environ
+        if self.nnodes == 1:
+            return Nodes(nnodes=1, node_rank=0, endpoint=None, rdzv_id=None)
+        rank = self.node_rank if self.node_rank is not None else env.get("HARNESS_NODE_RANK", env.get("SLURM_NODEID"))
+        endpoint = self.rdzv_endpoint or env.get("HARNESS_RDZV_ENDPOINT")
+        if endpoint is None and env.get("SLURM_JOB_NODELIST"):
+            hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
+                                   text=True, check=True, timeout=30).stdout.split()
+            endpoint = f"{hosts[0]}:29500"
+        rdzv_id = self.rdzv_id or env.get("HARNESS_RDZV_ID") or env.get("SLURM_JOB_ID")
+        missing = [n for n, v in (("node_rank", rank), ("rdzv_endpoint", endpoint), ("rdzv_id", rdzv_id)) if v is None]
+        if missing:
+            raise ValueError(f"a cell over {self.nnodes} nodes needs {', '.join(missing)}: set them in the parallel "
+                             "config, run under Slurm (srun), or set HARNESS_NODE_RANK, HARNESS_RDZV_ENDPOINT, HARNESS_RDZV_ID")
+        if not 0 <= int(rank) < self.nnodes:  # type: ignore[arg-type]
+            raise ValueError(f"node rank {rank} is not below nnodes {self.nnodes}")
+        return Nodes(nnodes=self.nnodes, node_rank=int(rank), endpoint=endpoint, rdzv_id=str(rdzv_id))  # type: ignore[arg-type]
 
     @property
     def zero_stage(self) -> int:
@@ -46,7 +105,7 @@ class ParallelEngine(Implementation):
         if self.resolved_backend(cell.device) == "nccl" and cell.device != "cuda":
             return "the nccl backend needs CUDA devices; use backend: gloo on CPU"
         if cell.device == "cuda" and len(host.gpus) < self.nproc:
-            return f"{self.nproc} ranks need {self.nproc} GPUs; this host has {len(host.gpus)}"
+            return f"{self.nproc} ranks per node need {self.nproc} GPUs; this host has {len(host.gpus)}"
         return None
 
     def wrap(self, model: Any, device: str) -> Any:

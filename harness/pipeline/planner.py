@@ -83,6 +83,8 @@ def expand(suite: Suite, device: Literal["cpu", "cuda"]) -> list[Cell]:
         serve_settings: dict[str, Any] = {"repeats": suite.serving.repeats, "warmup": suite.serving.warmup}
         if suite.serving.slo:
             serve_settings["slo"] = suite.serving.slo.model_dump(mode="json")
+        if suite.serving.eval:
+            serve_settings["eval"] = suite.serving.eval.model_dump(mode="json")
         for e in suite.serving.engines:
             for p in _pick(suite.serving.precisions, suite.precisions, label):
                 for w in workloads:
@@ -145,7 +147,8 @@ def plan(suite: Suite, host: Host, *, source: str | None = None, model_override:
             skip, by = reason, "settings"
         elif cell.engine is not None and (reason := cell.engine.supports(cell, host)) is not None:
             skip, by = reason, "engine"
-        elif cell.scenario == "infer" and cell.settings.get("eval") and (reason := lmeval.missing()) is not None:
-            skip, by = f"its inference.eval block cannot be scored: {reason}", "settings"
+        elif cell.settings.get("eval") and (reason := lmeval.missing()) is not None:
+            block = "inference" if cell.scenario == "infer" else "serving"
+            skip, by = f"its {block}.eval block cannot be scored: {reason}", "settings"
         planned.append(PlannedCell(cell=cell, skip=skip, skipped_by=by))
     return Plan(suite=suite.name, source=source, model_override=model_override, cells=planned)

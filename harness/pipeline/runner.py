@@ -146,10 +146,11 @@ class Runner:
     cgroup's, else the machine's, :func:`harness.base.child.oom_counters`)."""
 
     def __init__(self, *, log_dir: str | Path = "results/logs", worker: str = "harness.pipeline.worker",
-                 environment: Environment | None = None, grace_s: float = 5.0, strict: bool = False) -> None:
+                 environment: Environment | None = None, grace_s: float = 5.0, strict: bool = False,
+                 machine: str | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.worker = worker
-        self.environment = environment or capture()
+        self.environment = environment or capture(machine=machine)  # machine: --machine, else $HARNESS_MACHINE
         self.code_key = code_key()
         self.grace_s = grace_s
         self.strict = strict
@@ -299,7 +300,7 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
     ``invalid`` runs again after its suite's ``validity.retry_pause_s``, up to ``validity.retries``
     times; every attempt's record is kept (the latest counts).
     """
-    done = store.finished(plan.suite, runner.code_key) if resume else {}
+    done = store.finished(plan.suite, runner.code_key, runner.environment.machine) if resume else {}
     records = []
     ran: set[str] = set()
     for planned in plan.cells:
@@ -327,7 +328,8 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
         for attempt in range(1 + max((c.validity.retries for c in cells), default=0)):
             for record in results:
                 ran.add(record.cell_id)
-                _store(store, record)
+                if not _elsewhere(record):
+                    _store(store, record)
                 records.append(record)
                 if on_record:
                     on_record(record, False)
@@ -342,6 +344,13 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
             cells, commands = [c for c, _ in again], [cmd for _, cmd in again]
             results = runner.run_group(cells, commands)
     return records
+
+
+def _elsewhere(record: Record) -> bool:
+    """A multi-node cell's record made on a node other than 0: node 0's record holds every rank, so this
+    one is shown but not stored."""
+    nodes = record.info.get("nodes") if isinstance(record.info, dict) else None
+    return isinstance(nodes, dict) and int(nodes.get("node_rank") or 0) > 0
 
 
 def _store(store: Store, record: Record) -> None:

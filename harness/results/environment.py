@@ -23,13 +23,16 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def capture(host: Host | None = None) -> Environment:
-    """Hardware, driver, framework versions and git state of this run."""
+def capture(host: Host | None = None, machine: str | None = None) -> Environment:
+    """Hardware, driver, framework versions and git state of this run, and its logical machine
+    (``machine``, else ``$HARNESS_MACHINE``, else the host's default: :func:`harness.results.machine.run_machine`)."""
+    from harness.results.machine import run_machine
+
     host = host or Host.detect()
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if sha else None
-    return Environment(**host.model_dump(), git_sha=sha,
-                       git_dirty=bool(status) if status is not None else None, harness_version=harness.__version__)
+    return Environment(**host.model_dump(), git_sha=sha, git_dirty=bool(status) if status is not None else None,
+                       harness_version=harness.__version__, machine=run_machine(host, machine))
 
 
 def package_files(root: Path) -> list[Path]:

@@ -40,6 +40,7 @@ FLOATS_KEPT = ConfigDict(ser_json_inf_nan="strings")
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 RECORD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # no "/", no leading "."
 GIT_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
+MACHINE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a runner label: names folders, files, a graph axis
 
 
 def floats_back(value: Any) -> Any:
@@ -111,12 +112,21 @@ class Environment(Host):
     git_sha: str | None = Field(default=None, description="the commit (hex), None outside a git checkout")
     git_dirty: bool | None = None
     harness_version: str
+    machine: str | None = Field(default=None, description="the logical machine (runner name) of the run, see "
+                                                          "harness.results.machine; None in older records")
 
     @field_validator("git_sha")
     @classmethod
     def _hex_sha(cls, v: str | None) -> str | None:
         if v is not None and not GIT_SHA.fullmatch(v):
             raise ValueError(f"git_sha {v[:80]!r} is not a commit: 7 to 64 hex digits (or null when unknown)")
+        return v
+
+    @field_validator("machine")
+    @classmethod
+    def _safe_machine(cls, v: str | None) -> str | None:
+        if v is not None and not MACHINE.fullmatch(v):
+            raise ValueError(f"machine {v[:80]!r} is not a runner name: 1 to 64 letters, digits, '.', '_' or '-'")
         return v
 
 

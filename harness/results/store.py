@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from pydantic import ValidationError
 
 from harness.base.errors import HarnessError
+from harness.results.machine import machine_of
 from harness.results.records import SCHEMA_VERSION, Record
 
 # Statuses a resumed run does not redo: ok and skipped are results, and so is running out of memory.
@@ -70,36 +71,23 @@ class Store:
 
     def _read(self, path: Path) -> Iterator[Record]:
         """The records of one file in order; unreadable lines are skipped with a warning (``file:line``)."""
-        pieces = _read_bytes(path).split(b"\n")
-        for n, raw in enumerate(pieces, 1):
-            if not raw.strip():
-                continue
-            data, why = _parse(raw)
-            if why is None:
-                version = data.get("schema_version", 0)
-                if isinstance(version, int) and version > SCHEMA_VERSION:
-                    warnings.warn(f"{path}:{n}: record schema {version} is newer than {SCHEMA_VERSION}; skipped")
-                    continue
-                try:
-                    yield Record.model_validate(_legacy_nulls(data))
-                    continue
-                except ValidationError as exc:
-                    why = _first_error(exc)
-            if n == len(pieces):  # no newline after it: the write was cut short
-                warnings.warn(f"{path}:{n}: ignoring a torn last line (an interrupted write): {why}")
+        for _, record, problem in read_lines(path):
+            if record is not None:
+                yield record
             else:
-                warnings.warn(f"{path}:{n}: unreadable record skipped: {why}")
+                warnings.warn(problem or f"{path}: unreadable line")
 
     def records(self, suite: str | None = None) -> list[Record]:
         """All records, of one suite or of every suite, in the order they were appended."""
         paths = [self.path_for(suite)] if suite else sorted(self.root.glob("*.jsonl"))
         return [r for p in paths if p.is_file() for r in self._read(p)]
 
-    def finished(self, suite: str, code_key: str) -> dict[str, Record]:
-        """Latest final record per cell key for ``code_key`` (what a resumed run need not redo)."""
+    def finished(self, suite: str, code_key: str, machine: str | None = None) -> dict[str, Record]:
+        """Latest final record per cell key for ``code_key`` on ``machine`` (any machine when None): what a
+        resumed run on that machine need not redo (another runner's record is not this one's result)."""
         done: dict[str, Record] = {}
         for r in self.records(suite):
-            if r.code_key == code_key and r.status in FINAL_STATUSES:
+            if r.code_key == code_key and r.status in FINAL_STATUSES and (machine is None or machine_of(r) == machine):
                 done[r.cell_key] = r
         return done
 
@@ -113,6 +101,31 @@ def _line(record: Record, path: Path) -> bytes:
         raise HarnessError(f"{path}: refusing to append a record of cell {record.cell_id} that would not read "
                            f"back: {_first_error(exc)}") from exc
     return (text + "\n").encode("utf-8")
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, Record | None, str | None]]:
+    """Each non-blank line of one store file as ``(line number, record, None)``, or ``(line number, None,
+    why)`` for a line that is not a record this code reads (``file:line: ...``): a torn last line, a line
+    that is not JSON, not a record (a foreign line), or of a newer schema."""
+    pieces = _read_bytes(path).split(b"\n")
+    for n, raw in enumerate(pieces, 1):
+        if not raw.strip():
+            continue
+        data, why = _parse(raw)
+        if why is None:
+            version = data.get("schema_version", 0)
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                yield n, None, f"{path}:{n}: record schema {version} is newer than {SCHEMA_VERSION}; skipped"
+                continue
+            try:
+                yield n, Record.model_validate(_legacy_nulls(data)), None
+                continue
+            except ValidationError as exc:
+                why = _first_error(exc)
+        if n == len(pieces):  # no newline after it: the write was cut short
+            yield n, None, f"{path}:{n}: ignoring a torn last line (an interrupted write): {why}"
+        else:
+            yield n, None, f"{path}:{n}: unreadable record skipped: {why}"
 
 
 def _lock(fd: int, kind: int, path: Path) -> None:
@@ -209,12 +222,13 @@ def read_records(path: str | Path) -> list[Record]:
     return [r for f in files for r in store._read(f)]
 
 
-def latest_per_cell(records: list[Record], statuses: tuple[str, ...] | None = None) -> dict[tuple[str, str], Record]:
-    """The latest record (by start time) of each (suite, cell id), among ``statuses`` if given."""
-    out: dict[tuple[str, str], Record] = {}
+def latest_per_cell(records: list[Record], statuses: tuple[str, ...] | None = None) -> dict[tuple[str, str, str], Record]:
+    """The latest record (by start time) of each (suite, cell id, machine), among ``statuses`` if given:
+    records of two runners never stand in for each other (:func:`harness.results.machine.machine_of`)."""
+    out: dict[tuple[str, str, str], Record] = {}
     for r in records:
         if statuses is None or r.status in statuses:
-            key = (r.suite, r.cell_id)
+            key = (r.suite, r.cell_id, machine_of(r))
             if key not in out or r.started_at >= out[key].started_at:
                 out[key] = r
     return out

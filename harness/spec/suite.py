@@ -154,23 +154,26 @@ def load_suite(path: str | Path, *, model: str | None = None) -> Suite:
 
 
 def _eval_task_problems(suite: Suite, root: Any, source: str) -> list[str]:
-    """lm-eval task names of ``inference.eval`` that the installed lm-eval's registry lacks, one line each
-    (shipped names are checked by the block itself; without lm-eval the planner skips the cells)."""
+    """lm-eval task names of ``inference.eval`` and ``serving.eval`` that the installed lm-eval's registry
+    lacks, one line each (shipped names are checked by the block itself; without lm-eval the planner skips
+    the cells)."""
     from harness.base.registry import suggest
     from harness.measure import lmeval
     from harness.spec.source import line_of
 
-    ev = suite.inference.eval if suite.inference is not None else None
-    if ev is None or lmeval.missing() is not None or all(t in lmeval.SHIPPED for t in ev.tasks):
+    blocks = [(name, block.eval) for name, block in (("inference", suite.inference), ("serving", suite.serving))
+              if block is not None and block.eval is not None]
+    if lmeval.missing() is not None or all(t in lmeval.SHIPPED for _, ev in blocks for t in ev.tasks):
         return []
     known = lmeval.registry_names() | set(lmeval.SHIPPED)
     out = []
-    for i, name in enumerate(ev.tasks):
-        if name not in known:
-            line = line_of(root, ("inference", "eval", "tasks", i))
-            out.append(f"{source}:{line}: inference.eval.tasks.{i}: unknown lm-eval task {name!r}"
-                       f"{suggest(name, known)}; shipped tasks: {', '.join(lmeval.SHIPPED)}, or a task, "
-                       "group or tag of lm-eval's registry (`lm-eval ls tasks`)")
+    for block, ev in blocks:
+        for i, name in enumerate(ev.tasks):
+            if name not in known:
+                line = line_of(root, (block, "eval", "tasks", i))
+                out.append(f"{source}:{line}: {block}.eval.tasks.{i}: unknown lm-eval task {name!r}"
+                           f"{suggest(name, known)}; shipped tasks: {', '.join(lmeval.SHIPPED)}, or a task, "
+                           "group or tag of lm-eval's registry (`lm-eval ls tasks`)")
     return out
 
 

@@ -1,8 +1,10 @@
 """The regression gate: compare two result sets cell by cell, metric by metric, like with like.
 
 A result set is a store folder (``results/``, every ``<suite>.jsonl``) or one ``.jsonl`` file. On each
-side the latest record of each (suite, cell) counts; the base is the latest *trusted* one (``ok`` and
-valid, :attr:`~harness.results.records.Record.trusted`).
+side the latest record of each (suite, cell, machine) counts; the base is the latest *trusted* one (``ok``
+and valid, :attr:`~harness.results.records.Record.trusted`). A cell is judged within its logical machine
+(the runner name, :mod:`harness.results.machine`): an H100 runner's night is never the base of an L4
+runner's. Across machines only when asked (``across_machines``), and every such change says so.
 
 - **Like with like.** A pair is judged only when both records have the same cell key (the resolved
   configuration: model, precision, settings) and ran on the same device (GPU name, or CPU model);
@@ -40,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from harness.measure.intervals import thin
 from harness.metrics import Threshold, spec_for
+from harness.results.machine import machine_of
 from harness.results.records import Metric, Record, device_of
 from harness.results.store import latest_per_cell, read_records
 
@@ -83,6 +86,7 @@ class Change(BaseModel):
 
     suite: str
     cell_id: str
+    machine: str = Field(default="", description="the logical machine of the pair (base -> new when compared across machines)")
     metric: str
     unit: str
     base: float
@@ -102,6 +106,7 @@ class Unjudged(BaseModel):
 
     suite: str
     cell_id: str
+    machine: str = ""
     metric: str | None = None
     why: str
     allowed: bool = Field(default=False, description="the suite's may_lose lets it go (does not fail the gate)")
@@ -124,10 +129,20 @@ class Comparison(BaseModel):
     @property
     def failures(self) -> list[str]:
         """Why the gate fails (empty: it passes)."""
-        out = [f"regression: {c.suite}/{c.cell_id} {c.metric}" for c in self.regressions]
-        out += [f"lost: {u.suite}/{u.cell_id}" + (f" {u.metric}" if u.metric else "") for u in self.lost if not u.allowed]
-        out += [f"invalid: {u.suite}/{u.cell_id}" for u in self.invalid if not u.allowed]
+        out = [f"regression: {self.where(c)} {c.metric}" for c in self.regressions]
+        out += [f"lost: {self.where(u)}" + (f" {u.metric}" if u.metric else "") for u in self.lost if not u.allowed]
+        out += [f"invalid: {self.where(u)}" for u in self.invalid if not u.allowed]
         return out
+
+    @property
+    def machines(self) -> set[str]:
+        """The machines (or ``base -> new`` pairs) of the judged and unjudged pairs."""
+        return {x.machine for x in [*self.changes, *self.not_comparable, *self.lost, *self.invalid]}
+
+    def where(self, x: "Change | Unjudged") -> str:
+        """``suite/cell``, with `` @ machine`` where the comparison spans more than one machine."""
+        several = len(self.machines) > 1 or "->" in x.machine
+        return f"{x.suite}/{x.cell_id}" + (f" @ {x.machine}" if several and x.machine else "")
 
 
 def load_results(path: str | Path) -> list[Record]:
@@ -188,33 +203,44 @@ def _may_lose(patterns: list[str], cell_id: str, metric: str | None = None) -> b
 def compare(base: list[Record] | dict[tuple[str, str], Record], new: list[Record] | dict[tuple[str, str], Record],
             overrides: dict[str, dict[str, Threshold]] | None = None, *, noise: "NoiseFile | None" = None,
             may_lose: dict[str, list[str]] | None = None, allow_invalid: bool = False,
-            allow_incomparable: bool = False) -> Comparison:
+            allow_incomparable: bool = False, across_machines: bool = False, machine: str | None = None) -> Comparison:
     """Judge every comparable cell (see the module docstring). ``overrides`` and ``may_lose`` map suite
-    name -> metric thresholds / patterns; ``noise`` raises thresholds to what the runner can detect."""
+    name -> metric thresholds / patterns; ``noise`` raises thresholds to what the runner can detect.
+    Pairs are made within one logical machine (:func:`harness.results.machine.machine_of`); with
+    ``across_machines``, each cell's latest records whatever their machines, each change labelled
+    ``base machine -> new machine``. ``machine``: judge that machine's records only (a per-runner gate)."""
     overrides, may_lose = overrides or {}, may_lose or {}
     base_list = list(base.values()) if isinstance(base, dict) else base
     new_list = list(new.values()) if isinstance(new, dict) else new
-    bases, latest = latest_per_cell([r for r in base_list if r.trusted]), latest_per_cell(new_list)
-    seen_base = {(r.suite, r.cell_id) for r in base_list if r.status != "skipped"}
+    if machine is not None:
+        base_list = [r for r in base_list if machine_of(r) == machine]
+        new_list = [r for r in new_list if machine_of(r) == machine]
+    bases = _keyed(latest_per_cell([r for r in base_list if r.trusted]), across_machines)
+    latest = _keyed(latest_per_cell(new_list), across_machines)
+    seen_base = {(r.suite, r.cell_id, "*" if across_machines else machine_of(r)) for r in base_list if r.status != "skipped"}
+    several = len({m for _, _, m in [*bases, *latest, *seen_base]}) > 1  # name the machine only where there are two
+    where = lambda s, c, m: f"{s}/{c}" + (f" @ {m}" if several else "")  # noqa: E731
     out = Comparison(changes=[])
     for key in sorted(bases):
         b, n = bases[key], latest.get(key)
-        suite, cell = key
+        suite, cell, _ = key
+        machine = machine_of(b) if n is None or machine_of(n) == machine_of(b) else f"{machine_of(b)} -> {machine_of(n)}"
         lose = may_lose.get(suite, [])
         if n is None or n.status != "ok":
             why = "missing from the new results" if n is None else f"now {n.status}" + (f": {n.reason}" if n.reason else "")
-            out.lost.append(Unjudged(suite=suite, cell_id=cell, why=why, allowed=_may_lose(lose, cell)))
+            out.lost.append(Unjudged(suite=suite, cell_id=cell, machine=machine, why=why, allowed=_may_lose(lose, cell)))
             continue
-        caveats = []
+        caveats = [f"across machines: {machine}"] if "->" in machine else []
         if not n.trusted:
             reasons = "; ".join(n.validity.reasons) if n.validity else "not valid"
-            out.invalid.append(Unjudged(suite=suite, cell_id=cell, why=reasons, allowed=allow_invalid))
+            out.invalid.append(Unjudged(suite=suite, cell_id=cell, machine=machine, why=reasons, allowed=allow_invalid))
             if not allow_invalid:
                 continue
             caveats.append(f"new record invalid ({reasons})")
         diff = _difference(b, n)
         if diff is not None:
-            out.not_comparable.append(Unjudged(suite=suite, cell_id=cell, why=diff, allowed=allow_incomparable))
+            out.not_comparable.append(Unjudged(suite=suite, cell_id=cell, machine=machine, why=diff,
+                                               allowed=allow_incomparable))
             if not allow_incomparable:
                 continue
             caveats.append(f"not like with like ({diff})")
@@ -223,15 +249,28 @@ def compare(base: list[Record] | dict[tuple[str, str], Record], new: list[Record
             if rule is None:
                 continue
             if name not in n.metrics:
-                out.lost.append(Unjudged(suite=suite, cell_id=cell, metric=name, why="judged metric missing from the new record",
-                                         allowed=_may_lose(lose, cell, name)))
+                out.lost.append(Unjudged(suite=suite, cell_id=cell, machine=machine, metric=name,
+                                         why="judged metric missing from the new record", allowed=_may_lose(lose, cell, name)))
                 continue
             t, source = threshold_for(name, rule, overrides.get(suite, {}))
             if noise is not None:
                 t, source = noise.raise_threshold(suite, cell, name, b.metrics[name].value, t, source)
             change = judge(suite, cell, name, b.metrics[name], n.metrics[name], rule, t, source)
+            change.machine = machine
             change.caveat = "; ".join(caveats) or None
             out.changes.append(change)
-    out.only_base = [f"{s}/{c}" for s, c in sorted(seen_base - set(latest) - set(bases))]
-    out.only_new = [f"{s}/{c}" for s, c in sorted(set(latest) - seen_base) if latest[(s, c)].status != "skipped"]
+    out.only_base = [where(*k) for k in sorted(seen_base - set(latest) - set(bases))]
+    out.only_new = [where(*k) for k in sorted(set(latest) - seen_base) if latest[k].status != "skipped"]
+    return out
+
+
+def _keyed(latest: dict[tuple[str, str, str], Record], across: bool) -> dict[tuple[str, str, str], Record]:
+    """``latest`` as is (one entry per machine), or across machines: each cell's latest record, keyed ``*``."""
+    if not across:
+        return latest
+    out: dict[tuple[str, str, str], Record] = {}
+    for (suite, cell, _), r in latest.items():
+        key = (suite, cell, "*")
+        if key not in out or r.started_at >= out[key].started_at:
+            out[key] = r
     return out

@@ -10,8 +10,8 @@ from harness.track.compare import Comparison, Unjudged
 STYLE = {"regression": "red", "improvement": "green", "noise": "yellow", "unchanged": "dim"}
 
 
-def _where(u: Unjudged) -> str:
-    return f"{u.suite}/{u.cell_id}" + (f" {u.metric}" if u.metric else "")
+def _where(result: Comparison, u: Unjudged) -> str:
+    return result.where(u) + (f" {u.metric}" if u.metric else "")
 
 
 def print_comparison(result: Comparison, console: Any, *, title: str, show_all: bool = False) -> None:
@@ -28,7 +28,7 @@ def print_comparison(result: Comparison, console: Any, *, title: str, show_all: 
         change = f"{c.relative:+.1%}" if c.relative is not None and c.threshold.relative is not None else f"{c.delta:+.4g}"
         limit = f"{c.threshold.relative:.1%} rel" if c.threshold.relative is not None else f"{c.threshold.absolute:g} abs"
         verdict = f"[{STYLE[c.verdict]}]{c.verdict}[/{STYLE[c.verdict]}]" + (f" ({escape(c.caveat)})" if c.caveat else "")
-        table.add_row(escape(f"{c.suite}/{c.cell_id}"), c.metric, f"{c.base:.4g}", f"{c.new:.4g}", change,
+        table.add_row(escape(result.where(c)), c.metric, f"{c.base:.4g}", f"{c.new:.4g}", change,
                       f"{limit} ({escape(c.threshold_source)}), {c.direction} is better", verdict)
     console.print(table)
     groups = (("lost (trusted in the base, gone or failed in the new results)", result.lost),
@@ -39,7 +39,7 @@ def print_comparison(result: Comparison, console: Any, *, title: str, show_all: 
             console.print(f"{len(items)} {label}:", highlight=False)
             for u in items:
                 note = " (allowed)" if u.allowed else ""
-                console.print(f"  {escape(_where(u))}: {escape(u.why)}{note}", highlight=False, soft_wrap=True)
+                console.print(f"  {escape(_where(result, u))}: {escape(u.why)}{note}", highlight=False, soft_wrap=True)
     for label, cells in (("only in the base (never trusted there, missing from the new results)", result.only_base),
                          ("only in the new results", result.only_new)):
         if cells:

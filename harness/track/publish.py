@@ -29,7 +29,7 @@ from harness.results.records import Record
 PUBLIC_FIELDS = ("schema_version", "record_id", "suite", "cell_id", "cell_key", "code_key", "cell", "status",
                  "reason", "metrics", "info", "validity", "environment", "seed", "started_at", "duration_s", "command")
 PUBLIC_ENVIRONMENT = ("platform", "python", "cpu_model", "cpu_count", "memory_bytes", "gpus", "packages", "git_sha",
-                      "git_dirty", "harness_version")
+                      "git_dirty", "harness_version", "machine")
 REDACTED = "redacted"
 REASON_CHARS = 1000
 _HOMES = re.compile(r"(?<![\w.-])(?:/home/[^/\s'\"`:;,)\]}]+|/Users/[^/\s'\"`:;,)\]}]+|/root)(?=$|[/\s'\"`:;,)\]}])")

@@ -18,6 +18,13 @@ counters over the timed passes give ``prefix_cache_hit_ratio`` and ``spec_accept
 :mod:`harness.analytic.decode` gives the decode efficiency against the measured bandwidth bound, over
 the timed passes together (their traces pooled, their durations summed). ``info`` keeps each pass's
 duration and whether the prefix cache was on and emptied before each pass.
+
+With a ``serving.eval`` block, each engine start is scored on lm-eval tasks after the timed passes of
+its first cell (:func:`harness.measure.lmeval.evaluate_target`: HF engines through ``HFLM`` on the
+loaded model, vLLM's offline engine through lm-eval's ``vllm`` model on the running engine, the server
+through ``local-completions`` at its own endpoint with its key): ``lmeval_<task>_<metric>`` as in
+inference cells, the same on every cell of the start, outside the timed passes and the memory peak. A
+scoring that fails leaves the measured passes in a failure record that says why.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.measure.servemetrics import SLO
 from harness.metrics import metric
-from harness.results.records import CellResult, Metric
+from harness.results.records import CellFailure, CellResult, Metric
 
 if TYPE_CHECKING:
     from harness.base.resolved import ResolvedModel
@@ -39,7 +46,8 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     summarize the timed passes."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from harness.engines import serve
+    from harness.engines import scored_start, serve
+    from harness.measure import lmeval
     from harness.measure.contention import timed_region
     from harness.measure.servemetrics import summarize_passes
     from harness.measure.trackers import PeakRSS
@@ -53,8 +61,19 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     requests = cell.workload.requests(tok)
     prepared = cell.precision.prepare(model, cell)  # GPTQ/AWQ: the quantized checkpoint the engine loads
     model = prepared.on(model)
-    with PeakRSS() as rss:
-        served = serve(cell, model, requests, repeats=repeats, warmup=warmup, timed=lambda: timed_region("serve"))
+    rss = PeakRSS(lifetime_peak=not scored_start(cell))  # an earlier scoring in this process raised the lifetime peak
+    evaluating = cell.settings.get("eval")
+
+    def score(target: Any) -> Any:
+        rss.stop()  # the cell's memory is that of its passes; the scoring comes after them
+        try:
+            return lmeval.evaluate_target(target, lmeval.EvalSettings.model_validate(evaluating))
+        except Exception as exc:  # noqa: BLE001 - the passes are measured: recorded, then the cell fails with why
+            return _Unscored(f"{type(exc).__name__}: {exc}")
+
+    with rss:
+        served = serve(cell, model, requests, repeats=repeats, warmup=warmup, timed=lambda: timed_region("serve"),
+                       score=score if evaluating else None)
     runs = served.runs
     slo = cell.settings.get("slo")
     metrics = summarize_passes([(r.traces, r.duration_s) for r in runs], SLO.model_validate(slo) if slo else None)
@@ -80,7 +99,22 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
             "passes": {"warmup": warmup, "repeats": repeats, "warmup_s": served.warmup_s,
                        "timed_s": [r.duration_s for r in runs]},
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
+    if evaluating:
+        if isinstance(served.scored, _Unscored):
+            info["lmeval"] = {"error": served.scored.reason, "scored_by": served.scored_by}
+            raise CellFailure(f"lm-eval could not score the engine: {served.scored.reason}",
+                              partial=CellResult(metrics=metrics, info=info))
+        eval_metrics, info["lmeval"] = lmeval.metrics(served.scored, None, "")
+        info["lmeval"]["engine_start_scored_by"] = served.scored_by  # one scoring per engine start
+        metrics |= eval_metrics
     return CellResult(metrics=metrics, info=info)
+
+
+class _Unscored:
+    """Why scoring the engine failed (kept on the start, so every cell of the group says so)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 def pass_info(infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def run_ranks(cell: "Cell", s: "StepSettings", est: "Estimate") -> CellResult:
         "params_without_grad": None if any(v is None for v in without) else max(without),  # type: ignore[type-var]
         "tokens_per_step": tokens_per_step,
         "world_size": world,
+        "nodes": cell.parallel.nodes().model_dump(include={"nnodes", "node_rank"}),
         "zero_stage": cell.parallel.zero_stage,
         "steps": {"warmup": s.warmup_steps, "measured": s.steps, "grad_accum": s.grad_accum},
         "optimizer": r0.get("optimizer_info"),

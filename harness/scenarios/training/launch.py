@@ -1,8 +1,12 @@
 """Launch the ranks of a data-parallel training cell with ``torchrun`` and collect their results.
 
-:func:`launch` runs ``python -m torch.distributed.run --standalone --nnodes 1 --nproc-per-node N -m
-harness.scenarios.training.rank CELL.json OUT_DIR`` (``--standalone`` rendezvous on a free local port) and reads back each
-rank's ``OUT_DIR/rank{r}.json`` (keys: see :mod:`harness.scenarios.training.rank`).
+:func:`launch` runs ``python -m torch.distributed.run --nnodes 1 --nproc-per-node N -m
+harness.scenarios.training.rank CELL.json OUT_DIR`` (c10d rendezvous on a store this process hosts on
+127.0.0.1) and reads back each rank's ``OUT_DIR/rank{r}.json`` (keys: see :mod:`harness.scenarios.training.rank`).
+Across nodes (``parallel.nnodes`` > 1, :meth:`harness.parallel.ParallelEngine.nodes`), every node's
+launch runs ``torchrun --nnodes M --node-rank R`` with the c10d rendezvous at the nodes' endpoint (node
+0's torchrun hosts it); the ranks gather their results so every node has them all, and node 0 (by the
+harness' node rank) makes the record.
 
 Processes: torchrun stays in the caller's process group, so the runner's kill of a cell's group
 reaches it; torchrun puts every rank in a session of its own and stops them when it is stopped, and
@@ -23,13 +27,14 @@ import subprocess
 import sys
 import threading
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from harness.base.errors import HarnessError
 from harness.base.logtail import tail
 from harness.base.protocol import OOM_MESSAGES, pythonpath
+from harness.parallel import Nodes
 from harness.scenarios.training.rank import STORE_ENV
 
 if TYPE_CHECKING:
@@ -52,17 +57,29 @@ class DistributedError(HarnessError):
         self.oom = oom
 
 
-def torchrun_command(cell: Cell, cell_json: Path, out_dir: Path, store_port: int) -> list[str]:
-    """The torchrun command line running ``cell``'s ranks (one per ``cell.parallel.nproc``), joining the
-    rendezvous store on ``127.0.0.1:store_port`` as a client (see the module docstring)."""
+def torchrun_command(cell: Cell, cell_json: Path, out_dir: Path, store_port: int | None, nodes: Nodes | None = None) -> list[str]:
+    """The torchrun command line running ``cell``'s ranks (``cell.parallel.nproc`` on this node). One node:
+    joining the rendezvous store on ``127.0.0.1:store_port`` as a client. Several (``nodes``): torchrun's
+    c10d rendezvous at the nodes' endpoint, hosted by node 0's torchrun (see the module docstring)."""
     assert cell.parallel is not None
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(cell.parallel.nproc),
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{store_port}", "--rdzv-id", uuid.uuid4().hex,
-            "--rdzv-conf", "is_host=false", "--local-addr", "127.0.0.1",
-            "-m", "harness.scenarios.training.rank", str(cell_json), str(out_dir)]
+    rank_cmd = ["-m", "harness.scenarios.training.rank", str(cell_json), str(out_dir)]
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(cell.parallel.nproc)]
+    if nodes is None or nodes.nnodes == 1:
+        return [*base, "--nnodes", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{store_port}",
+                "--rdzv-id", uuid.uuid4().hex, "--rdzv-conf", "is_host=false", "--local-addr", "127.0.0.1", *rank_cmd]
+    assert nodes.endpoint is not None and nodes.rdzv_id is not None
+    local = ["--local-addr", "127.0.0.1"] if _loopback(nodes.endpoint) else []
+    return [*base, "--nnodes", str(nodes.nnodes), "--node-rank", str(nodes.node_rank), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", nodes.endpoint, "--rdzv-id", nodes.rdzv_id,
+            "--rdzv-conf", f"is_host={'true' if nodes.node_rank == 0 else 'false'}", *local, *rank_cmd]
 
 
-def rank_env(nproc: int, base: dict[str, str] | None = None, store_port: int | None = None) -> dict[str, str]:
+def _loopback(endpoint: str) -> bool:
+    return endpoint.rpartition(":")[0] in ("127.0.0.1", "localhost")
+
+
+def rank_env(nproc: int, base: dict[str, str] | None = None, store_port: int | None = None,
+             loopback: bool = True) -> dict[str, str]:
     """The environment of torchrun and its ranks: ``base`` (default: this process') plus the harness on
     ``PYTHONPATH``, unbuffered output, ``OMP_NUM_THREADS`` split between the ranks (kept if set),
     gloo and NCCL on the loopback interface (kept if set), no store of torchrun's own and, with
@@ -75,10 +92,11 @@ def rank_env(nproc: int, base: dict[str, str] | None = None, store_port: int | N
     if not env.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
-    lo = loopback_interface()
-    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
-        env[name] = env.get(name) or lo
-    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"  # else torchrun's agent hosts a store on every interface
+    if loopback:  # one host (or nodes on one host): nothing leaves the loopback interface
+        lo = loopback_interface()
+        for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            env[name] = env.get(name) or lo
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"  # else torchrun's agent hosts a store on every interface
     if store_port is not None:
         env[STORE_ENV] = f"127.0.0.1:{store_port}"
     return env
@@ -132,6 +150,10 @@ def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[st
     if cell.parallel is None:
         raise DistributedError(f"cell {cell.id!r} has no parallel engine; distributed.launch runs parallel cells")
     nproc = cell.parallel.nproc
+    try:
+        nodes = cell.parallel.nodes()
+    except ValueError as exc:
+        raise DistributedError(f"cell {cell.id!r}: {exc}") from None
     # Build (or find) the model and its precision's checkpoint once, here, so the ranks find them cached.
     cell.precision.prepare(cell.model.resolve(), cell)
     out = Path(out_dir)
@@ -141,9 +163,12 @@ def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[st
     cell_json = out / "cell.json"
     cell_json.write_text(cell.model_dump_json())
     log_path = out / "torchrun.log"
-    with open(log_path, "wb") as log, loopback_store() as port:
-        proc = subprocess.Popen(torchrun_command(cell, cell_json, out, port), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=rank_env(nproc, store_port=port))
+    single = nodes.nnodes == 1
+    with open(log_path, "wb") as log, (loopback_store() if single else nullcontext(None)) as port:
+        # several nodes: the ranks join with torchrun's env:// (MASTER_ADDR on node 0), not a loopback store
+        env = rank_env(nproc, store_port=port, loopback=single or _loopback(nodes.endpoint or ""))
+        proc = subprocess.Popen(torchrun_command(cell, cell_json, out, port, nodes), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         tee = threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True, name="torchrun-log")
         tee.start()
         try:
@@ -161,12 +186,13 @@ def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[st
 
 
 def _read_ranks(cell: Cell, out: Path, rc: int, log_path: Path) -> list[dict[str, Any]]:
-    """Every rank's result, or DistributedError naming the ranks that failed, were killed or wrote none."""
+    """Every rank's result (across nodes too: each node's local rank 0 writes them all), or
+    DistributedError naming the ranks that failed, were killed or wrote none."""
     assert cell.parallel is not None
     results: list[dict[str, Any]] = []
     failed: list[str] = []
     silent: list[int] = []
-    for r in range(cell.parallel.nproc):
+    for r in range(cell.parallel.world_size):
         path = out / f"rank{r}.json"
         data = json.loads(path.read_text()) if path.is_file() else None
         if data is None:

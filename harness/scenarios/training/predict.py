@@ -33,7 +33,7 @@ def estimate_input(cell: "Cell", s: "StepSettings") -> "EstimateInput":
                          quant_config=quant_config, double_quant=bool(quant_config.get("double_quant", False)),
                          batch=s.batch_size, seq=s.seq_len,
                          gradient_checkpointing=s.gradient_checkpointing, zero_stage=par.zero_stage if par else 0,
-                         world_size=par.nproc if par else 1, **mode.estimator_fields())
+                         world_size=par.world_size if par else 1, **mode.estimator_fields())
 
 
 def predict(cell: "Cell", model_path: str, s: "StepSettings") -> "Estimate":

@@ -11,9 +11,11 @@ trains on its own fixed slice of the corpus: tokens ``[r * A * B, (r + 1) * A * 
 ``A = grad_accum`` and ``B = batch_size * seq_len``, cut into its ``A`` micro-batches (the same ones
 every step).
 
-Each rank writes ``OUT_DIR/rank{r}.json`` (atomically, :mod:`harness.base.protocol`)::
+Each rank writes ``OUT_DIR/rank{r}.json`` (atomically, :mod:`harness.base.protocol`); across nodes, each
+node's local rank 0 also writes every other rank's (gathered with ``all_gather_object``: torchrun's c10d
+rendezvous gives nodes their ranks in the order they join), so every node holds them all::
 
-    rank, world_size, device, backend
+    rank, world_size, device, backend, node_rank (torchrun's GROUP_RANK), host
     losses                  per step (warm-up first): mean token cross-entropy, averaged over ranks (nats)
     step_ms                 measured steps only; ranks meet at a barrier before and after each step and
                             take the slowest rank's time, so every rank reports the same numbers
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -152,7 +155,15 @@ def _rank_main(cell_json: Path, out_dir: Path, rank: int) -> None:
         dist.init_process_group(backend=backend)
     else:
         dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
-    write_json(out_dir / f"rank{rank}.json", run_rank(cell, rank, world, device))
+    result = run_rank(cell, rank, world, device)
+    result |= {"node_rank": int(os.environ.get("GROUP_RANK", "0")), "host": socket.gethostname()}
+    if cell.parallel.nnodes > 1:  # every node gets every rank's result (c10d assigns ranks to nodes as they join)
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, result)
+        for r in (gathered if local_rank == 0 else [result]):
+            write_json(out_dir / f"rank{r['rank']}.json", r)
+    else:
+        write_json(out_dir / f"rank{rank}.json", result)
     dist.destroy_process_group()
 
 
