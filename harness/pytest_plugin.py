@@ -42,6 +42,8 @@ import pytest
 
 _RECORDS_KEY = pytest.StashKey[list]()
 _GROUP_KEY = pytest.StashKey[dict]()  # cell id -> record of a cell already run with its group
+_PENDING_KEY = pytest.StashKey[list]()  # under -v: end lines waiting for the item's status
+_CONFIG: dict[str, pytest.Config] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RECORDS_KEY] = []
+    _CONFIG["config"] = config
     config.stash[_GROUP_KEY] = {}
 
 
@@ -269,11 +272,16 @@ def feed_measured(benchmark: Any, record: Any) -> None:
 
 
 class _Progress:
-    """Lines for the terminal as cells start and end, outside pytest's output capture."""
+    """Lines for the terminal as cells start and end, outside pytest's output capture. Under ``-v`` pytest
+    already names each item as it starts, and a line written while an item runs makes it name the item
+    again before its status: there the start line is left out and the end line waits for the item's
+    status and progress (:func:`pytest_runtest_logfinish`), as does the line announcing a shared engine start."""
 
     def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.reporter = config.pluginmanager.get_plugin("terminalreporter")
         self.capture = config.pluginmanager.get_plugin("capturemanager")
+        self.verbose = config.getoption("verbose", 0) > 0
 
     def _line(self, text: str) -> None:
         if self.reporter is None:
@@ -282,14 +290,36 @@ class _Progress:
             self.reporter.ensure_newline()
             self.reporter.write_line(f"[harness] {text}")
 
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            self.config.stash.setdefault(_PENDING_KEY, []).append(text)
+        else:
+            self._line(text)
+
     def started(self, cell_id: str, with_it: list[str] | None = None) -> None:
+        if self.verbose and not with_it:
+            return  # pytest named the item
         also = f" (one engine start with {', '.join(with_it)})" if with_it else ""
-        self._line(f"{cell_id}: started{also}")
+        self._say(f"{cell_id}: started{also}")
 
     def ended(self, record: Any) -> None:
         from harness.track.timed import progress_line
 
-        self._line(progress_line(record))
+        self._say(progress_line(record))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    """Under ``-v``: the end lines of the cells this item ran, after pytest wrote the item's status."""
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    pending = config.stash.get(_PENDING_KEY, [])
+    if pending:
+        progress = _Progress(config)
+        for line in pending:
+            progress._line(line)
+        pending.clear()
 
 
 def _group_members(request: pytest.FixtureRequest, harness_cell: tuple[Any, Any]) -> list[tuple[Any, Any]]:

@@ -242,6 +242,30 @@ def test_matrix_places_each_cell_on_a_runner_that_can_run_it(tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+def test_vllm_tensor_parallel_is_planned_only_where_the_gpus_are(tmp_path):
+    """vLLM's tensor x pipeline parallel size: a skip with the reason on this CPU host and on a one-GPU runner,
+    placed by `harness matrix` on the runner with enough GPUs; the engine gets the sizes it was given."""
+    from harness.pipeline.fleet import matrix
+    from harness.spec.runners import Runners
+
+    path = tmp_path / "tp.yaml"
+    path.write_text("name: tp\nmodel: tiny\nprecisions: [{kind: bf16}]\n"
+                    "workloads: [{name: w, num_requests: 2, prompt_tokens: 16, output_tokens: [4]}]\n"
+                    "serving: {engines: [{kind: vllm-continuous, tensor_parallel_size: 2, pipeline_parallel_size: 2}]}\n")
+    suite = load_suite(path)
+    (cpu,) = plan(suite, Host.detect()).cells
+    assert "spreads vLLM over 4 GPUs: this cell runs on the CPU" in cpu.skip
+    runners = Runners.model_validate({"runners": [
+        {"machine": "one", "labels": ["a"], "gpus": 1}, {"machine": "four", "labels": ["b"], "gpus": 4}]})
+    like = Host.detect().model_copy(update={"packages": {**Host.detect().packages, "vllm": "0.32.0"}})
+    result = matrix([(str(path), suite)], runners, like)
+    assert [(j.machine, j.cells) for j in result.include] == [("four", ["tp-serve-vllm-continuous-bf16"])]
+    (on_one,) = plan(suite, runners.runners[0].host(like)).cells
+    assert on_one.skip == "tensor x pipeline parallel size 4 needs 4 GPUs; this host has 1"
+    (on_four,) = plan(suite, runners.runners[1].host(like)).cells
+    assert on_four.skip is None
+
+
 WORKFLOW = """
 name: fleet
 on: workflow_dispatch
