@@ -1,7 +1,7 @@
-"""The ``harness`` command: validate, plan, run, compare, noise, report, asv and schema here;
+"""The ``harness`` command: validate, run, compare, noise, report and schema here; ``plan`` in
+:mod:`harness.cli.plancmd`; ``asv``, ``asv-assets`` and ``asv-publish`` in :mod:`harness.cli.asvsite`;
 ``estimate`` in :mod:`harness.cli.estimate`; ``cache`` and ``publish`` in :mod:`harness.cli.housekeeping`;
-``asv-assets`` and ``asv-publish`` (the asv site, offline) in :mod:`harness.cli.asvsite`; ``merge``, ``matrix``
-and ``submit`` (past one machine) in :mod:`harness.cli.fleet`.
+``merge``, ``matrix`` and ``submit`` (past one machine) in :mod:`harness.cli.fleet`.
 
 Exit codes: 0 success; 1 a cell failed (error, oom or timeout); 2 invalid input (suite, option).
 """
@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="LLM efficiency benchmark harness.")
 err = Console(stderr=True)
@@ -61,68 +60,6 @@ def _shards(plans: list, n: int, durations_from: Path | None, machine: str | Non
 
     durations = last_durations(read_records(durations_from), run_machine(host, machine)) if durations_from else {}
     return assign(units(plans, durations), n)
-
-
-@app.command()
-def plan(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt,
-         shards: Optional[int] = typer.Option(None, "--shards", min=1, help="Split the cells into N shards by cost and print each "
-                                                                           "shard's cells and predicted time."),
-         shard: Optional[str] = ShardOpt, durations_from: Optional[Path] = DurationsOpt, machine: Optional[str] = MachineOpt,
-         ) -> None:
-    """List every cell of the suites, with the reason of each skip, decided before anything runs; with
-    --shards N, how they split over N runners; with --shard K/N, shard K's cells only."""
-    from harness.base.errors import HarnessError
-    from harness.base.host import Host
-    from harness.pipeline.planner import plan as make_plan
-    from harness.pipeline.shard import parse_shard
-
-    suites, failed = _load(paths, model)
-    host = Host.detect()
-    plans = [(path, make_plan(suite, host, source=str(path), model_override=model)) for path, suite in suites]
-    selected: set[str] | None = None
-    try:
-        k, n = parse_shard(shard) if shard else (None, shards)
-        split = _shards([p for _, p in plans], n, durations_from, machine, host) if n else None
-    except HarnessError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    if split is not None and k is None:
-        _print_shards(split)
-        raise typer.Exit(2 if failed else 0)
-    if split is not None:
-        selected = set(split[k - 1].cells)
-        out.print(f"shard {k}/{n}: {len(selected)} cells, predicted {split[k - 1].cost_s / 60:.1f} min", highlight=False)
-    for path, p in plans:
-        table = Table(title=f"{p.suite} ({path}): {len(p.runnable)} to run, {len(p.skipped)} skipped", title_justify="left")
-        for col in ("cell", "scenario", "precision", "mode/engine", "workload", "status"):
-            table.add_column(col)
-        for pc in p.cells:
-            if selected is not None and pc.cell.id not in selected:
-                continue
-            c = pc.cell
-            status = f"[yellow]skip[/yellow]: {pc.skip}" if pc.skip else "[green]run[/green]" + (
-                f" (one engine start: {c.group})" if c.group else "")
-            table.add_row(c.id, c.scenario, c.precision.label, c.impl or "-", c.workload.name if c.workload else "-", status)
-        out.print(table)
-    raise typer.Exit(2 if failed else 0)
-
-
-def _print_shards(split: list) -> None:
-    table = Table(title=f"{len(split)} shards (longest first onto the least loaded; engine starts never split)",
-                  title_justify="left")
-    for col in ("shard", "cells", "predicted", "measured costs", "cells (engine starts joined by +)"):
-        table.add_column(col, overflow="fold")
-    for s in split:
-        cells = sum(len(u.cells) for u in s.units)
-        measured = sum(u.measured for u in s.units)
-        table.add_row(f"{s.index}/{len(split)}", str(cells), f"{s.cost_s / 60:.1f} min", f"{measured} of {cells}",
-                      ", ".join("+".join(u.cells) for u in s.units))
-    out.print(table)
-    total = sum(s.cost_s for s in split)
-    longest = max((u.cost_s for s in split for u in s.units), default=0.0)
-    ideal = max(total / len(split), longest)
-    out.print(f"longest shard {max(s.cost_s for s in split) / 60:.1f} min; ideal {ideal / 60:.1f} min "
-              f"(total {total / 60:.1f} min / {len(split)}, or the longest unit {longest / 60:.1f} min)", highlight=False)
 
 
 @app.command()
@@ -310,61 +247,6 @@ def report(results: list[Path] = typer.Argument(..., help="Store folders or .jso
     out.print(f"report of {rep.records} cells: {rep.markdown}, {rep.html}", highlight=False)
 
 
-@app.command("asv")
-def asv_ingest(results: list[Path] = typer.Argument(..., help="Store folders or .jsonl files of records."),
-               machine: Optional[str] = typer.Option(None, "--machine", help="File the records under this logical runner name "
-                                                     "(records of one machine only); default: each record's own machine."),
-               config: Path = typer.Option(Path("benchmarks/asv.conf.json"), "--config", help="asv configuration (run from the repository root)."),
-               ) -> None:
-    """Write records into asv's results database; then `harness asv-publish` (or `asv --config
-    benchmarks/asv.conf.json publish`, whose site needs the CDNs).
-    Exit 0 when written, 2 on bad input (configuration, paths, records that have no commit)."""
-    from harness.base.errors import HarnessError
-    from harness.results.store import read_records
-    from harness.track.asvconf import load_config
-    from harness.track.asvdb import ingest
-
-    from harness.results.machine import machine_of
-
-    try:
-        conf = load_config(config)
-        records = [r for p in results for r in read_records(p)]
-        by_machine: dict[str, list] = {}
-        for r in records:
-            by_machine.setdefault(machine_of(r), []).append(r)
-        if machine is not None:
-            if len(by_machine) > 1:
-                raise HarnessError(f"--machine {machine}: the records come from {len(by_machine)} machines "
-                                   f"({', '.join(sorted(by_machine))}); leave --machine out to file each under its own")
-            by_machine = {machine: records}
-        reports = [(m, ingest(rs, conf, m)) for m, rs in sorted(by_machine.items())]
-    except HarnessError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    if not reports:
-        out.print("0 records: nothing written", highlight=False)
-    problems = False
-    for name, report in reports:
-        problems |= _print_ingest(report, conf, name)
-    raise typer.Exit(2 if problems else 0)
-
-
-def _print_ingest(report, conf, machine: str) -> bool:
-    """Print one machine's ingest report; True when something was not written."""
-    for line in report.warnings:
-        err.print(f"[yellow]warning[/yellow] {line}", highlight=False, soft_wrap=True)
-    for line in report.problems:
-        err.print(f"[red]not written[/red] {line}", highlight=False, soft_wrap=True)
-    if report.invalid:
-        err.print(f"[yellow]skipped {len(report.invalid)} invalid record(s)[/yellow] (not trusted, kept out of asv):",
-                  highlight=False)
-        for line in report.invalid:
-            err.print(f"  {line}", highlight=False, soft_wrap=True)
-    out.print(f"{report.records} records -> {report.series} asv series in {len(report.files)} result file(s) under "
-              f"{conf.results_dir}/{machine}", highlight=False)
-    return bool(report.problems)
-
-
 @app.command()
 def schema() -> None:
     """Print the JSON schema of a suite file."""
@@ -374,4 +256,10 @@ def schema() -> None:
 
 
 # the other commands, registered on `app` where they live
-from harness.cli import asvsite as _asvsite, estimate as _estimate, fleet as _fleet, housekeeping as _housekeeping  # noqa: E402,F401
+from harness.cli import (  # noqa: E402,F401
+    asvsite as _asvsite,
+    estimate as _estimate,
+    fleet as _fleet,
+    housekeeping as _housekeeping,
+    plancmd as _plancmd,
+)
