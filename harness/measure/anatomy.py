@@ -82,10 +82,12 @@ class PhasePeaks:
         import torch
         from torch.profiler import record_function
 
+        from harness.measure.gpu import reset_peaks
+
         cuda = self.device.startswith("cuda")
         if cuda:
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            reset_peaks()  # the cell's own peaks (harness.measure.gpu) carry across the reset
         with record_function(f"harness-phase:{name}"):
             yield
         if cuda:

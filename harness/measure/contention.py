@@ -9,7 +9,8 @@ counters; CUDA through NVML where a GPU is present).
 - :func:`figures` sums the regions of the cell so far: ``timed_s``, ``timed_regions``,
   ``shortest_region_s``, ``foreign_cpu_s``, ``foreign_cpu_share`` (of the cores' time over the timed
   regions), ``tree_cpu_s``, ``cores`` (affinity), ``threads`` (torch intra-op), ``load_1m``, CPU
-  frequency before and after, and on CUDA the foreign GPU processes, clocks and throttle reasons.
+  frequency before and after, and on CUDA the foreign GPU processes, clocks and throttle reasons, the
+  CUDA events' time beside the wall time of the same regions, and the GPU's energy over them.
 - :func:`pin_threads` gives torch as many intra-op threads as this process may use cores.
 - :func:`reset` starts a new cell.
 
@@ -36,6 +37,8 @@ class Region(BaseModel):
     wall_s: float
     busy_cpu_s: float
     tree_cpu_s: float
+    event_s: float | None = None  # CUDA events' time of the region (a Stopwatch on CUDA)
+    energy_j: float | None = None  # the GPU's energy over the region (NVML's counter), once CUDA is in use
 
 
 _REGIONS: list[Region] = []
@@ -77,21 +80,29 @@ def _tree_cpu() -> dict[int, float]:
 
 
 @contextmanager
-def timed_region(name: str) -> Iterator[None]:
-    """Record the contention of the region inside the ``with`` block (see the module docstring)."""
+def timed_region(name: str) -> Iterator[dict[str, Any]]:
+    """Record the contention of the region inside the ``with`` block (see the module docstring), and on
+    a GPU in use its energy (:func:`harness.measure.gpu.energy_mj`). The block may put ``event_s``
+    (its CUDA events' time) into the mapping it is given."""
+    from harness.measure.gpu import energy_delta_j, energy_mj
+
     cpus = cores()
     if not _GPU:
         _GPU.update(_gpu_state("before"))
+    extra: dict[str, Any] = {}
     tree0, busy0 = _tree_cpu(), _busy_seconds(cpus)
+    e0 = energy_mj()
     t0 = time.perf_counter()
     try:
-        yield
+        yield extra
     finally:
         wall = time.perf_counter() - t0
+        e1 = energy_mj() if e0 is not None else None
         busy1, tree1 = _busy_seconds(cpus), _tree_cpu()
         # a process born in the region spent all its time in it; one gone before the end is lost (foreign)
         tree = sum(max(0.0, v - tree0.get(pid, 0.0)) for pid, v in tree1.items())
-        _REGIONS.append(Region(name=name, wall_s=wall, busy_cpu_s=busy1 - busy0, tree_cpu_s=tree))
+        _REGIONS.append(Region(name=name, wall_s=wall, busy_cpu_s=busy1 - busy0, tree_cpu_s=tree,
+                               event_s=extra.get("event_s"), energy_j=energy_delta_j(e0, e1)))
 
 
 def reset() -> None:
@@ -142,6 +153,13 @@ def figures(threads: int | None = None) -> dict[str, Any]:
         out |= {"timed_s": round(wall, 6), "shortest_region_s": round(min(r.wall_s for r in _REGIONS), 6),
                 "busy_cpu_s": round(busy, 3), "tree_cpu_s": round(tree, 3), "foreign_cpu_s": round(foreign, 3),
                 "foreign_cpu_share": round(foreign / (wall * n), 4) if wall > 0 else 0.0}
+        timed_events = [r for r in _REGIONS if r.event_s is not None]
+        if timed_events:  # CUDA events beside the synchronized wall clock over the same regions
+            out["cuda_event_s"] = round(sum(r.event_s for r in timed_events if r.event_s is not None), 6)
+            out["cuda_event_wall_s"] = round(sum(r.wall_s for r in timed_events), 6)
+        energies = [r.energy_j for r in _REGIONS if r.energy_j is not None]
+        if energies:
+            out["energy_j"] = round(sum(energies), 3)
     if _GPU:
         out["gpu"] = dict(_GPU) | {"after": _gpu_state("after").get("after")}
     return out

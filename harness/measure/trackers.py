@@ -110,23 +110,37 @@ def sync(device: str) -> None:
 class Stopwatch:
     """Monotonic timing of a region, synchronizing the device at both ends. The region is a timed
     region of the cell: its contention is recorded (:func:`harness.measure.contention.timed_region`),
-    with the bookkeeping outside the measured interval."""
+    with the bookkeeping outside the measured interval. On CUDA, two CUDA events also time it on the
+    device (``event_seconds``, recorded beside the wall time in the contention figures): the stream's
+    own account of the region, which the synchronized wall clock should match."""
 
     def __init__(self, device: str = "cpu", name: str = "stopwatch") -> None:
         self.device = device
         self.name = name
         self.seconds = 0.0
+        self.event_seconds: float | None = None
 
     def __enter__(self) -> "Stopwatch":
         from harness.measure.contention import timed_region
 
         self._region = timed_region(self.name)
-        self._region.__enter__()
+        self._extra = self._region.__enter__()
         sync(self.device)
+        self._events = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._events is not None:
+            self._events[1].record()
         sync(self.device)
         self.seconds = time.perf_counter() - self._start
+        if self._events is not None:
+            self.event_seconds = self._events[0].elapsed_time(self._events[1]) / 1000.0
+            self._extra["event_s"] = self.event_seconds
         self._region.__exit__(*exc)

@@ -36,7 +36,6 @@ METRICS = [
       stat="median", gate=False),
     m("quantize_s", "s", "lower", "speed", "making the checkpoint (made now or reused)", gate=False),
     m("quantize_peak_rss_bytes", "bytes", "lower", "memory", "peak RSS of the quantizing process", stat="max", gate=False),
-    m("cuda_max_allocated_bytes", "bytes", "lower", "memory", "torch.cuda.max_memory_allocated over the cell", stat="max"),
 ]
 
 TABLES = [

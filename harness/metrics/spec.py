@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from harness.base.specbase import StrictModel
 
 Direction = Literal["higher", "lower", "neither"]
-# speed, memory, accuracy and quality are judged by the gate; the rest describe what was measured
-Kind = Literal["speed", "memory", "accuracy", "quality", "analytic", "count", "host"]
+# speed, memory, energy, accuracy and quality are judged by the gate; the rest describe what was measured
+Kind = Literal["speed", "memory", "energy", "accuracy", "quality", "analytic", "count", "host"]
 Stat = Literal["value", "mean", "median", "sum", "max", "min", "p90", "p99"]
 SECONDS_PER = {"s": 1.0, "ms": 1e-3}  # the time units a benchmark metric may be declared in
-JUDGED_KINDS: tuple[str, ...] = ("speed", "memory", "accuracy", "quality")
+JUDGED_KINDS: tuple[str, ...] = ("speed", "memory", "energy", "accuracy", "quality")
 
 
 class Threshold(StrictModel):
@@ -32,7 +32,7 @@ class Threshold(StrictModel):
 
 # The gate's default by kind: speed and memory relative 5 %, accuracy 1 point, quality (perplexity, KL, loss) 2 %.
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
-    "speed": Threshold(relative=0.05), "memory": Threshold(relative=0.05),
+    "speed": Threshold(relative=0.05), "memory": Threshold(relative=0.05), "energy": Threshold(relative=0.05),
     "accuracy": Threshold(absolute=0.01), "quality": Threshold(relative=0.02),
 }
 

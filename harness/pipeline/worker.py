@@ -4,7 +4,9 @@ CELLS.json is a list of cells (one, or a group sharing an engine start), run in 
 cell ``i`` it writes ``OUT_DIR/i.json`` (atomically): ``{"status": "ok", "metrics": ..., "info": ...}``
 or ``{"status": "error"|"oom", "reason": ...}``, with the cell's ``duration_s`` and its ``validity``
 (the contention figures of its timed regions judged by the cell's rules, :mod:`harness.measure.validity`).
-Before each cell, torch gets one intra-op thread per core this process may use, never more. Engines still
+Before each cell, torch gets one intra-op thread per core this process may use, never more. A CUDA cell
+runs under :class:`harness.measure.gpu.GpuMonitor`: its record gets NVML's and the allocator's memory peaks,
+the GPU's energy over its timed regions, and in ``info.gpu`` the device's facts or why a figure is missing. Engines still
 running after the last cell are stopped before the process leaves. Tracebacks go to stderr, which the runner keeps as the cell's log.
 The ``__main__`` guard matters: vLLM spawns processes that re-import the main module.
 
@@ -42,6 +44,9 @@ def execute(cell: "Cell") -> dict[str, Any]:
 
     A result holding a metric the catalog does not declare (or in another unit) is an error: nothing
     undeclared is ever recorded."""
+    import contextlib
+
+    from harness.measure import gpu
     from harness.metrics import UndeclaredMetricError, check, metric
     from harness.results.records import CellFailure
     from harness.scenarios import runner_for
@@ -50,13 +55,19 @@ def execute(cell: "Cell") -> dict[str, Any]:
         model = cell.model.resolve()
         return model, runner_for(cell.scenario)(cell, model)
 
-    answer, exc = guarded(run)
+    monitor = gpu.GpuMonitor() if cell.device == "cuda" else None
+    with monitor or contextlib.nullcontext():
+        answer, exc = guarded(run)
     if exc is not None or answer is None:  # every failure becomes a record, never a dead suite
         status = "oom" if is_oom(exc) else "error"
         if isinstance(exc, CellFailure):  # keep what the cell had measured or predicted
+            if monitor is not None:
+                _add_gpu(exc.partial, monitor)
             return {"status": status, "reason": str(exc)[:2000], **exc.partial.model_dump(mode="json")}
         return {"status": status, "reason": error_text(exc)} if exc else {"status": "error", "reason": "no result"}
     model, result = answer
+    if monitor is not None:
+        _add_gpu(result, monitor)
     result.info["model"] = {"path": str(model.path), "provenance": model.provenance, "made": model.made}
     if model.made:
         result.metrics["model_prepare_s"] = metric("model_prepare_s", model.prepare_s)
@@ -65,6 +76,20 @@ def execute(cell: "Cell") -> dict[str, Any]:
     except UndeclaredMetricError as undeclared:
         return {"status": "error", "reason": str(undeclared), "info": result.info}
     return {"status": "ok", **result.model_dump(mode="json")}
+
+
+def _add_gpu(result: Any, monitor: Any) -> None:
+    """Put the cell's GPU memory peaks, its energy over the timed regions and the GPU's facts (or why
+    each was not measured) into ``result`` (a CellResult)."""
+    from harness.measure.gpu import region_energy_j
+    from harness.metrics import metric
+
+    result.metrics |= monitor.metrics()
+    info = monitor.info()
+    joules, regions = region_energy_j()
+    if joules is not None:
+        result.metrics["energy_j"] = metric("energy_j", joules, description=f"GPU energy over the cell's {regions} timed region(s)")
+    result.info["gpu"] = info
 
 
 def validity(cell: "Cell", result: dict[str, Any], threads: dict[str, Any]) -> dict[str, Any]:

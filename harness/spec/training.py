@@ -10,7 +10,8 @@ as a :class:`StepSettings`. :func:`point_label` names a point's varied settings 
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
@@ -29,6 +30,9 @@ class StepSettings(StrictModel):
     """How one training cell steps: the scalar settings of one point of the ``training:`` block."""
 
     corpus: CorpusName = Field(default="plain_english", description="Shipped corpus the batch is cut from.")
+    tokens: Literal["corpus", "random"] = Field(
+        default="corpus", description="corpus: the batch is cut from `corpus`; random: seeded random token ids over "
+                                      "the model's whole vocabulary (memory measurements that need no text).")
     batch_size: int = Field(default=4, ge=1, description="Sequences per micro-batch (per rank).")
     seq_len: int = Field(default=128, ge=8, description="Tokens per sequence.")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
@@ -86,9 +90,28 @@ class TrainingSettings(StepSettings):
     grad_accum: _Ints = _crossed("grad_accum")  # type: ignore[assignment]
     gradient_checkpointing: _Bools = _crossed("gradient_checkpointing")  # type: ignore[assignment]
     optimizer: _Optimizers = _crossed("optimizer")  # type: ignore[assignment]
+    combinations: list[dict[str, Any]] | None = Field(
+        default=None, description="Instead of crossing lists: the points to run, each a mapping of some of "
+                                  f"{', '.join(CROSSED)} to one value (the rest keep the block's scalar values); "
+                                  "modes, precisions and parallel engines are still crossed with them.")
 
     @model_validator(mode="after")
     def _valid_points(self) -> "TrainingSettings":
+        if self.combinations is not None:
+            listed = [k for k in CROSSED if isinstance(getattr(self, k), list)]
+            if listed:
+                raise ValueError(f"combinations: give either combinations or lists, not both ({', '.join(listed)} "
+                                 "is a list); put each value into a combination")
+            if not self.combinations:
+                raise ValueError("combinations: an empty list gives no cells; give at least one mapping")
+            for i, combo in enumerate(self.combinations):
+                unknown = sorted(set(combo) - set(CROSSED))
+                if unknown:
+                    raise ValueError(f"combinations[{i}]: {', '.join(unknown)} cannot vary per combination; "
+                                     f"allowed: {', '.join(CROSSED)}")
+            seen = [json.dumps(c, sort_keys=True) for c in self.combinations]
+            if len(set(seen)) != len(seen):
+                raise ValueError("combinations: a combination is given twice (the same cells twice)")
         for key in CROSSED:
             value = getattr(self, key)
             if isinstance(value, list):
@@ -104,12 +127,18 @@ class TrainingSettings(StepSettings):
     def points(self) -> list[dict[str, Any]]:
         """Every combination of the list-valued settings, as scalar StepSettings mappings."""
         base = self.model_dump(mode="json", include=set(StepSettings.model_fields) - set(CROSSED))
+        if self.combinations is not None:
+            scalars = self.model_dump(mode="json", include=set(CROSSED))
+            return [base | scalars | combo for combo in self.combinations]
         axes = [[(k, v) for v in (getattr(self, k) if isinstance(getattr(self, k), list) else [getattr(self, k)])]
                 for k in CROSSED]
         return [base | dict(combo) for combo in itertools.product(*axes)]
 
     def varied(self) -> list[str]:
         """The crossed settings with more than one value (they name the cells)."""
+        if self.combinations is not None:
+            points = self.points()
+            return [k for k in CROSSED if len({json.dumps(p[k]) for p in points}) > 1]
         return [k for k in CROSSED if isinstance(getattr(self, k), list) and len(getattr(self, k)) > 1]
 
 

@@ -49,7 +49,7 @@ from harness.results.store import latest_per_cell, read_records
 if TYPE_CHECKING:
     from harness.track.noise import NoiseFile
 
-Kind = Literal["speed", "memory", "accuracy", "quality"]
+Kind = Literal["speed", "memory", "energy", "accuracy", "quality"]
 MIN_SAMPLES = 3
 BOOTSTRAP = 2000
 

@@ -20,7 +20,7 @@ Metrics (each cell, same model, tokens and machine as the suite's reference prec
 - speed: ``load_s`` (and ``quantize_s`` with ``quantize_peak_rss_bytes`` for calibrated methods,
   whether made now or reused), ``prefill_tok_s_bs{B}`` and ``decode_tok_s_bs{B}`` per batch size
   (greedy with the KV cache, median over repeats after warm-up; :mod:`harness.scenarios.inference.speed`);
-- memory: ``peak_rss_bytes`` over load, perplexity and speed (``cuda_max_allocated_bytes`` on CUDA).
+- memory: ``peak_rss_bytes`` over load, perplexity and speed (on CUDA the worker adds the allocator's and NVML's peaks and the energy: :mod:`harness.measure.gpu`).
 
 ``info.kernels`` names the Linear classes and the profiled operators that did the matmuls.
 """
@@ -81,8 +81,6 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
                               reference.window_logprobs(lm, ids, s.seq_len, s.kl_windows, device))
     metrics |= _accuracy_metrics(cell, ppl, reference.load_perplexity(ref_dir), dist)
     metrics |= _core_metrics(wb, storage, load_s, rss.peak_bytes) | _quantize_metrics(prepared)
-    if device.startswith("cuda"):
-        metrics["cuda_max_allocated_bytes"] = metric("cuda_max_allocated_bytes", torch.cuda.max_memory_allocated())
     info: dict[str, Any] = {
         "perplexity_protocol": ppl.protocol, "weight_bytes_parts": wb, "storage": storage.model_dump(),
         "kernels": kernel_report(lm, ops),

@@ -92,6 +92,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     shared = f" (one start shared by a group of cells, made by {start['started_by']})" if start.get("shared") else ""
     metrics["startup_s"] = metric("startup_s", served.startup_s, description="model load or engine start" + shared)
     metrics["peak_rss_bytes"] = metric("peak_rss_bytes", rss.peak_bytes, description="process tree, engine workers included")
+    metrics |= pass_energy(runs)
     short = sorted({i for r in runs for i, (q, t) in enumerate(zip(requests, r.traces))
                     if t.output_tokens != q.output_tokens})  # short in any timed pass
     engine |= {"engine_start": served.engine_start, "prefix_cache": served.prefix_cache}
@@ -115,6 +116,21 @@ class _Unscored:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+def pass_energy(runs: list[Any]) -> dict[str, Metric]:
+    """``energy_j_per_output_token``: the GPU's energy over the timed passes (NVML's counter, read
+    around each ``serve`` region once CUDA is in use) over the output tokens they generated; nothing
+    where the counter was not read. The serve regions are the timed passes: warm-up passes run outside
+    them."""
+    from harness.measure.gpu import region_energy_j
+
+    joules, regions = region_energy_j("serve")
+    tokens = sum(t.output_tokens for r in runs for t in r.traces)
+    if joules is None or not tokens or regions != len(runs):
+        return {}
+    return {"energy_j_per_output_token": metric("energy_j_per_output_token", joules / tokens,
+                                                description=f"{joules:.1f} J over {tokens} output tokens in {regions} timed passes")}
 
 
 def pass_info(infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from harness.spec.training import StepSettings
 
 Reduce = Callable[[float, Literal["mean", "max"]], float]
+STEP_REGION = "train-step"  # the timed region of one measured (or warm-up) optimizer step
 
 
 class Stepper(Protocol):
@@ -120,7 +121,7 @@ def _timed_step(stepper: Stepper, batches: list[Any], device: str, barrier: Call
     stepper.zero_grad()
     total = 0.0
     barrier()
-    with Stopwatch(device) as watch:
+    with Stopwatch(device, name=STEP_REGION) as watch:
         for m, batch in enumerate(batches):
             last = m == len(batches) - 1
             with stepper.micro(last):
@@ -196,15 +197,20 @@ def load_for_training(cell: "CellView", path: str, s: "StepSettings", dtype: Any
 
 def step_batches(model_path: str, s: "StepSettings", device: str, offset: int = 0) -> list[Any]:
     """The ``grad_accum`` micro-batches of one step (``batch_size x seq_len`` token ids each, distinct
-    slices of the corpus from token ``offset``; a rank passes its own offset); the same ones every step,
-    so the loss can fall. Raises ValueError with the token counts if the corpus is too short."""
+    slices of the corpus from token ``offset``, or with ``tokens: random`` ids drawn over the model's
+    vocabulary from a generator seeded with ``offset``; a rank passes its own offset); the same ones
+    every step, so the loss can fall. Raises ValueError with the token counts if the corpus is too short."""
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from harness.base.paths import corpus_ids
 
-    ids = corpus_ids(AutoTokenizer.from_pretrained(model_path), s.corpus)
     need = s.tokens_per_step
+    if s.tokens == "random":  # seeded by the offset: the same ids every run, distinct per rank
+        vocab = AutoConfig.from_pretrained(model_path).get_text_config().vocab_size
+        flat = torch.randint(0, vocab, (need,), generator=torch.Generator().manual_seed(offset)).to(device)
+        return list(flat.view(s.grad_accum, s.batch_size, s.seq_len).unbind(0))
+    ids = corpus_ids(AutoTokenizer.from_pretrained(model_path), s.corpus)
     if len(ids) < offset + need:
         raise ValueError(f"corpus {s.corpus!r} has {len(ids)} tokens; grad_accum={s.grad_accum} x batch_size="
                          f"{s.batch_size} x seq_len={s.seq_len} needs {need} (from token {offset})")

@@ -61,12 +61,15 @@ def run_single(cell: "Cell", path: str, s: "StepSettings", est: "Estimate",
     metrics |= peak_metrics(trained.peaks)
     metrics["peak_rss_bytes"] = metric("peak_rss_bytes", rss.peak_bytes,
                                        description="sampled resident set of the training (the gradient check excluded)")
+    metrics |= step_energy(s.warmup_steps)
     flops = peak_flops(cell.device, cell.precision.dtype)
     if flops is not None:
         from harness.analytic.flops import mfu_ratio
 
         step_s = statistics.median(trained.step_ms) / 1000
-        metrics["mfu_ratio"] = metric("mfu_ratio", mfu_ratio(n_params, n_trainable, s.tokens_per_step, step_s, flops))
+        metrics["mfu_ratio"] = metric("mfu_ratio", mfu_ratio(n_params, n_trainable, s.tokens_per_step, step_s, flops),
+                                      samples=[mfu_ratio(n_params, n_trainable, s.tokens_per_step, ms / 1000, flops)
+                                               for ms in trained.step_ms])
     info = {
         "loss_decreased": trained.losses[-1] < trained.losses[0],
         "params_without_grad": trained.params_without_grad,
@@ -91,6 +94,19 @@ def step_metrics(losses: list[float], step_ms: list[float], tokens_per_step: int
         "train_tok_s": metric("train_tok_s", tokens_per_step / (step_median / 1000),
                               samples=[tokens_per_step / (ms / 1000) for ms in step_ms]),
     }
+
+
+def step_energy(warmup_steps: int) -> dict[str, "Metric"]:
+    """``energy_j_per_step``: the GPU's energy over each measured step (warm-up steps left out), where
+    NVML's counter was read (:mod:`harness.measure.gpu`); nothing otherwise."""
+    from harness.measure.contention import regions
+    from harness.scenarios.training.loop import STEP_REGION
+
+    steps = [r.energy_j for r in regions() if r.name == STEP_REGION][warmup_steps:]
+    if not steps or any(e is None for e in steps):
+        return {}
+    joules = [float(e) for e in steps if e is not None]
+    return {"energy_j_per_step": metric("energy_j_per_step", sum(joules) / len(joules), samples=joules)}
 
 
 def anatomy_metrics(trained: "Trained", trainable: int, est: "Estimate") -> dict[str, "Metric"]:
