@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from harness.base.host import GPU, Host
 from harness.base.specbase import StrictModel
 from harness.results.records import MACHINE
-from harness.spec.source import SuiteError, compose, duplicate_keys, format_errors, read_text
+from harness.spec.source import compose, duplicate_keys, read_text, validated
 
 GiB = 2**30
 
@@ -65,11 +65,4 @@ def load_runners(path: str | Path) -> Runners:
     """Read and validate a runners file; SuiteError lists every problem with its file and line."""
     source = str(path)
     root, data = compose(read_text(Path(path)), source)
-    problems = duplicate_keys(root, source)
-    try:
-        runners = Runners.model_validate(data)
-    except ValidationError as exc:
-        raise SuiteError(source, problems + format_errors(exc, source, root)) from None
-    if problems:
-        raise SuiteError(source, problems)
-    return runners
+    return validated(Runners, data, root, source, duplicate_keys(root, source))

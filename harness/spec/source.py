@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.base.errors import HarnessError
 from harness.base.specbase import SHAPE_TAG
@@ -159,3 +159,18 @@ def format_errors(exc: ValidationError, source: str, root: Any = None) -> list[s
         where = ".".join(str(p) for p in loc) or "(top level)"
         lines.append(f"{source}:{line}: {where}: {msg}" if line else f"{source}: {where}: {msg}")
     return lines
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any, root: Any, source: str, problems: list[str]) -> M:
+    """``data`` validated as ``model``; the YAML's own ``problems`` (duplicate keys) and every validation
+    error, each with its file and line, raised together as one :class:`SuiteError`."""
+    try:
+        out = model.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteError(source, problems + format_errors(exc, source, root)) from None
+    if problems:
+        raise SuiteError(source, problems)
+    return out

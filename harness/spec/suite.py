@@ -22,7 +22,7 @@ from harness.spec.axes import ModelRef, PrecisionConfig
 from harness.spec.bounds import load_problems, timed_token_problems
 from harness.spec.inference import InferenceSettings
 from harness.spec.serving import ServingSettings
-from harness.spec.source import SuiteError, compose, duplicate_keys, format_errors, read_text
+from harness.spec.source import SuiteError, compose, duplicate_keys, format_errors, read_text, validated
 from harness.spec.training import TrainingSettings
 from harness.spec.workloads import Workload
 
@@ -142,12 +142,7 @@ def load_suite(path: str | Path, *, model: str | None = None) -> Suite:
                                   f"{source}: a suite is a mapping of keys (name, model, precisions, ...)"])
     if model is not None:
         data["model"] = model
-    try:
-        suite = Suite.model_validate(data)
-    except ValidationError as exc:
-        raise SuiteError(source, duplicates + format_errors(exc, source, root)) from None
-    if duplicates:
-        raise SuiteError(source, duplicates)
+    suite = validated(Suite, data, root, source, duplicates)
     if problems := _eval_task_problems(suite, root, source):
         raise SuiteError(source, problems)
     return suite
