@@ -254,7 +254,7 @@ def test_vllm_tensor_parallel_is_planned_only_where_the_gpus_are(tmp_path):
                     "serving: {engines: [{kind: vllm-continuous, tensor_parallel_size: 2, pipeline_parallel_size: 2}]}\n")
     suite = load_suite(path)
     (cpu,) = plan(suite, Host.detect()).cells
-    assert "spreads vLLM over 4 GPUs: this cell runs on the CPU" in cpu.skip
+    assert cpu.skip.startswith("pipeline_parallel_size 2: vLLM's CPU build")  # tensor parallelism alone runs (below)
     runners = Runners.model_validate({"runners": [
         {"machine": "one", "labels": ["a"], "gpus": 1}, {"machine": "four", "labels": ["b"], "gpus": 4}]})
     like = Host.detect().model_copy(update={"packages": {**Host.detect().packages, "vllm": "0.32.0"}})
@@ -264,6 +264,26 @@ def test_vllm_tensor_parallel_is_planned_only_where_the_gpus_are(tmp_path):
     assert on_one.skip == "tensor x pipeline parallel size 4 needs 4 GPUs; this host has 1"
     (on_four,) = plan(suite, runners.runners[1].host(like)).cells
     assert on_four.skip is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Host.detect().has("vllm"), reason="vLLM is not installed")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="tensor parallelism on CPU needs a core per rank")
+def test_vllm_tensor_parallel_runs_on_cpu(tmp_path):
+    """vLLM's CPU build splits the layers over two ranks, each bound to its own core: the cell serves its
+    workload with exact output lengths; more ranks than cores is a skip with the reason."""
+    from tests.conftest import ok, run_suite_text
+
+    records = run_suite_text(tmp_path, "name: tpc\nmodel: tiny\ntimeout_s: 600\nprecisions: [{kind: bf16}]\n"
+                                       "workloads: [{name: w, num_requests: 4, prompt_tokens: 16, output_tokens: [4, 8]}]\n"
+                                       "serving: {repeats: 1, engines: [{kind: vllm-continuous, max_num_seqs: 4, "
+                                       "tensor_parallel_size: 2}, {kind: vllm-continuous, name: tp64, "
+                                       "tensor_parallel_size: 64}]}\n")[3]
+    r = ok(records, "tpc-serve-vllm-continuous-bf16")
+    assert r.info["engine"]["engine_args"]["tensor_parallel_size"] == 2
+    assert not r.info["length_mismatches"] and r.metric("output_tokens") == sum(r.info["output_lengths"])
+    wide = records["tpc-serve-tp64-bf16"]
+    assert wide.status == "skipped" and "binds each rank to cores of its own" in wide.reason
 
 
 WORKFLOW = """

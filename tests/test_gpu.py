@@ -253,7 +253,7 @@ serving:
     - {kind: hf-continuous, max_requests_per_batch: 4}
 """
     records = run_suite_text(tmp_path, suite)[3]
-    for cell in ("gs-serve-hf-static-bf16-w", "gs-serve-hf-continuous-bf16-w"):
+    for cell in ("gs-serve-hf-static-bf16", "gs-serve-hf-continuous-bf16"):
         r = ok(records, cell)
         assert r.metrics["energy_j_per_output_token"].value > 0
         assert r.metrics["energy_j"].value >= r.metrics["energy_j_per_output_token"].value
@@ -279,7 +279,7 @@ serving:
     - {kind: vllm-continuous, max_num_seqs: 4, max_model_len: 128, gpu_memory_utilization: 0.2}
 """
     records = run_suite_text(tmp_path, suite)[3]
-    r = ok(records, "gv-serve-vllm-continuous-bf16-w")
+    r = ok(records, "gv-serve-vllm-continuous-bf16")
     device = r.environment.gpus[0].memory_bytes
     # vLLM's engine core (a child process) takes its share of the device up front: the tree's peak shows it
     assert 0.15 * device <= r.metrics["gpu_process_peak_bytes"].value <= 0.35 * device, r.info["gpu"]

@@ -14,7 +14,8 @@ from harness.base.host import Host
 from harness.measure import contention
 from harness.measure.validity import ValidityRules, judge
 from harness.pipeline.planner import plan
-from harness.pipeline.runner import Runner, cpu_list, run_plan, thread_env
+from harness.base.cpus import cpu_list
+from harness.pipeline.runner import Runner, run_plan, thread_env
 from harness.results.records import Metric
 from harness.results.store import Store
 from harness.spec.suite import load_suite

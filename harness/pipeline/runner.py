@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.base.child import ChildError, oom_counters, oom_evidence, owned_tmp, run_child, sweep_tmp, tmp_env
+from harness.base.cpus import cpu_list
 from harness.base.errors import HarnessError
 from harness.base.logtail import tail as log_tail
 from harness.pipeline.planner import Plan, PlannedCell
@@ -106,17 +107,6 @@ def _stop_worker(proc: subprocess.Popen, grace_s: float) -> None:
             p.kill()  # psutil checks that the pid is still the same process
         except psutil.Error:
             pass
-
-
-def cpu_list(cpus: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2,5"`` (the form OpenMP and vLLM's thread binding read)."""
-    runs: list[list[int]] = []
-    for c in sorted(cpus):
-        if runs and runs[-1][1] == c - 1:
-            runs[-1][1] = c
-        else:
-            runs.append([c, c])
-    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
 
 
 def thread_env(env: dict[str, str]) -> dict[str, str]:
