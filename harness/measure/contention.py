@@ -9,8 +9,9 @@ counters; CUDA through NVML where a GPU is present).
 - :func:`figures` sums the regions of the cell so far: ``timed_s``, ``timed_regions``,
   ``shortest_region_s``, ``foreign_cpu_s``, ``foreign_cpu_share`` (of the cores' time over the timed
   regions), ``tree_cpu_s``, ``cores`` (affinity), ``threads`` (torch intra-op), ``load_1m``, CPU
-  frequency before and after, and on CUDA the foreign GPU processes, clocks and throttle reasons, the
-  CUDA events' time beside the wall time of the same regions, and the GPU's energy over them.
+  frequency before and after, and on CUDA the foreign GPU processes, clocks and throttle reasons and the
+  CUDA events' time beside the wall time of the same regions. Each region also keeps the GPU's energy
+  over it (summed into the cell's metrics by :mod:`harness.measure.gpu`).
 - :func:`pin_threads` gives torch as many intra-op threads as this process may use cores.
 - :func:`reset` starts a new cell.
 
@@ -157,9 +158,6 @@ def figures(threads: int | None = None) -> dict[str, Any]:
         if timed_events:  # CUDA events beside the synchronized wall clock over the same regions
             out["cuda_event_s"] = round(sum(r.event_s for r in timed_events if r.event_s is not None), 6)
             out["cuda_event_wall_s"] = round(sum(r.wall_s for r in timed_events), 6)
-        energies = [r.energy_j for r in _REGIONS if r.energy_j is not None]
-        if energies:
-            out["energy_j"] = round(sum(energies), 3)
     if _GPU:
         out["gpu"] = dict(_GPU) | {"after": _gpu_state("after").get("after")}
     return out
@@ -177,12 +175,9 @@ def _gpu_state(when: str) -> dict[str, Any]:
     except ImportError:
         return {}
     try:
-        pynvml.nvmlInit()
-        index = torch.cuda.current_device()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible:
-            index = int(visible.split(",")[index])
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        from harness.measure.gpu import nvml_handle
+
+        h = nvml_handle()
         mine = {os.getpid(), *_tree_cpu()}
         others = [{"pid": p.pid, "memory_bytes": p.usedGpuMemory}
                   for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h) if p.pid not in mine]

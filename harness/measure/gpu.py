@@ -59,7 +59,7 @@ def _torch_cuda() -> Any:
 def unavailable() -> str | None:
     """Why NVML cannot be read here, or None when it can."""
     try:
-        _handle()
+        nvml_handle()
     except Exception as exc:  # noqa: BLE001 - no library, no driver, no device: the reason is the answer
         return f"NVML unavailable: {type(exc).__name__}: {exc}"
     return None
@@ -85,7 +85,8 @@ def _nvml_handle(index: int) -> Any:
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
-def _handle() -> Any:
+def nvml_handle() -> Any:
+    """NVML's handle of the device this process uses (NVML initialized once); raises where NVML cannot be read."""
     return _nvml_handle(_index())
 
 
@@ -97,7 +98,7 @@ def energy_mj() -> int | None:
     try:
         import pynvml
 
-        return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(_handle()))
+        return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(nvml_handle()))
     except Exception:  # noqa: BLE001 - see energy_unsupported
         return None
 
@@ -110,21 +111,27 @@ def energy_unsupported() -> str | None:
     try:
         import pynvml
 
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(_handle())
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(nvml_handle())
     except Exception as exc:  # noqa: BLE001
         return f"this GPU has no total-energy counter (NVML: {type(exc).__name__}: {exc})"
     return None
 
 
+def region_energies(name: str | None = None) -> list[float | None]:
+    """The GPU's joules over each of this cell's timed regions named ``name`` (all when None), in order;
+    None for a region whose counter was not read."""
+    from harness.measure.contention import regions
+
+    return [r.energy_j for r in regions() if name is None or r.name == name]
+
+
 def region_energy_j(name: str | None = None) -> tuple[float | None, int]:
     """Joules over this cell's timed regions named ``name`` (all when None) and how many regions that
     is; None when any of them has no reading (the counter was unreadable)."""
-    from harness.measure.contention import regions
-
-    chosen = [r for r in regions() if name is None or r.name == name]
-    if not chosen or any(r.energy_j is None for r in chosen):
+    chosen = region_energies(name)
+    if not chosen or any(e is None for e in chosen):
         return None, len(chosen)
-    return sum(r.energy_j for r in chosen if r.energy_j is not None), len(chosen)
+    return sum(e for e in chosen if e is not None), len(chosen)
 
 
 def reset_peaks() -> None:
@@ -255,7 +262,7 @@ def device_facts() -> dict[str, Any]:
     """Name, power limit (W), SM and memory clocks (MHz) of the cell's GPU, as NVML reports them."""
     import pynvml
 
-    h = _handle()
+    h = nvml_handle()
     out: dict[str, Any] = {"index": _index()}
     for key, read in (("name", lambda: pynvml.nvmlDeviceGetName(h)),
                       ("power_limit_w", lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),

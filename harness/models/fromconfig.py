@@ -31,6 +31,11 @@ def shipped_configs() -> list[str]:
     return sorted(p.parent.name for p in SHIPPED.glob("*/config.json"))
 
 
+def _is_path(config: str) -> bool:
+    """Whether ``config`` names a file rather than a shipped config."""
+    return "/" in config or config.endswith(".json")
+
+
 @SOURCES.register("config")
 class FromConfig(ModelSource):
     """A model of a config's shape with seeded random weights (no download)."""
@@ -45,7 +50,7 @@ class FromConfig(ModelSource):
     @field_validator("config")
     @classmethod
     def _known(cls, value: str) -> str:
-        if "/" in value or value.endswith(".json"):
+        if _is_path(value):
             return value  # a path: checked by check(), where it is used
         if value not in shipped_configs():
             from harness.base.registry import suggest
@@ -62,7 +67,7 @@ class FromConfig(ModelSource):
         return f"config:{self.config}"
 
     def config_path(self) -> Path:
-        if "/" in self.config or self.config.endswith(".json"):
+        if _is_path(self.config):
             return Path(self.config).expanduser()
         return SHIPPED / self.config / "config.json"
 
@@ -82,7 +87,7 @@ class FromConfig(ModelSource):
         text = self.config_path().read_bytes()
         desc = self.model_dump(mode="json") | {"config_sha256": hashlib.sha256(text).hexdigest(), "v": BUILD_VERSION}
         key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
-        name = self.config_path().parent.name if not self.config.endswith(".json") else self.config_path().stem
+        name = self.config_path().stem if _is_path(self.config) else self.config
         final = cache_dir() / "models" / f"config-{name}-{key}"
         made, seconds = build_once(final, lambda tmp: self._build(tmp, json.loads(text), desc))
         provenance = json.loads((final / "provenance.json").read_text())

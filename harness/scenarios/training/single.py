@@ -99,10 +99,10 @@ def step_metrics(losses: list[float], step_ms: list[float], tokens_per_step: int
 def step_energy(warmup_steps: int) -> dict[str, "Metric"]:
     """``energy_j_per_step``: the GPU's energy over each measured step (warm-up steps left out), where
     NVML's counter was read (:mod:`harness.measure.gpu`); nothing otherwise."""
-    from harness.measure.contention import regions
+    from harness.measure.gpu import region_energies
     from harness.scenarios.training.loop import STEP_REGION
 
-    steps = [r.energy_j for r in regions() if r.name == STEP_REGION][warmup_steps:]
+    steps = region_energies(STEP_REGION)[warmup_steps:]
     if not steps or any(e is None for e in steps):
         return {}
     joules = [float(e) for e in steps if e is not None]
