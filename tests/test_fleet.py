@@ -261,9 +261,52 @@ def test_vllm_tensor_parallel_is_planned_only_where_the_gpus_are(tmp_path):
     result = matrix([(str(path), suite)], runners, like)
     assert [(j.machine, j.cells) for j in result.include] == [("four", ["tp-serve-vllm-continuous-bf16"])]
     (on_one,) = plan(suite, runners.runners[0].host(like)).cells
-    assert on_one.skip == "tensor x pipeline parallel size 4 needs 4 GPUs; this host has 1"
+    assert on_one.skip == "tensor x pipeline parallel size 4 needs 4 GPUs per node; this host has 1"
     (on_four,) = plan(suite, runners.runners[1].host(like)).cells
     assert on_four.skip is None
+
+
+def test_vllm_over_several_nodes_is_planned_per_node_and_never_a_matrix_job(tmp_path, monkeypatch):
+    """vLLM's own multi-node options: each node needs its share of the ranks (GPUs per node, cores on CPU),
+    the engine gets nnodes, node_rank and node 0's address from the settings or the harness' environment,
+    a node count that does not divide the ranks is refused, and `harness matrix` never places a cell whose
+    nodes must start together on one runner."""
+    from harness.pipeline.fleet import matrix
+    from harness.spec.runners import Runners
+
+    path = tmp_path / "mn.yaml"
+    path.write_text("name: mn\nmodel: tiny\nprecisions: [{kind: bf16}]\n"
+                    "workloads: [{name: w, num_requests: 2, prompt_tokens: 16, output_tokens: [4]}]\n"
+                    "serving: {engines: [{kind: vllm-continuous, tensor_parallel_size: 4, nnodes: 2}]}\n")
+    suite = load_suite(path)
+    runners = Runners.model_validate({"runners": [
+        {"machine": "one", "labels": ["a"], "gpus": 1}, {"machine": "two", "labels": ["b"], "gpus": 2}]})
+    like = Host.detect().model_copy(update={"packages": {**Host.detect().packages, "vllm": "0.32.0"}})
+    (on_one,) = plan(suite, runners.runners[0].host(like)).cells
+    assert on_one.skip == "tensor x pipeline parallel size 4 (2 on each of 2 nodes) needs 2 GPUs per node; this host has 1"
+    (on_two,) = plan(suite, runners.runners[1].host(like)).cells
+    assert on_two.skip is None
+    result = matrix([(str(path), suite)], runners, like)
+    assert result.include == []
+    assert "spans 2 nodes, which must start together" in result.unplaced["mn-serve-vllm-continuous-bf16"]
+    engine = on_two.cell.engine
+    for var in ("HARNESS_NODE_RANK", "HARNESS_RDZV_ENDPOINT", "SLURM_NODEID", "SLURM_JOB_NODELIST"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match="needs node_rank, the endpoint of node 0"):
+        engine.nodes()
+    monkeypatch.setenv("HARNESS_NODE_RANK", "1")
+    monkeypatch.setenv("HARNESS_RDZV_ENDPOINT", "10.0.0.1:29400")
+    args = engine.engine_args(on_two.cell)
+    assert {k: args[k] for k in ("tensor_parallel_size", "nnodes", "node_rank", "master_addr", "master_port")} == {
+        "tensor_parallel_size": 4, "nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.1", "master_port": 29400}
+    assert engine.follows(on_two.cell) and engine.net_env(on_two.cell) == {}  # across hosts: the cluster's settings
+    with pytest.raises(Exception, match="nnodes 3 must divide tensor x pipeline parallel size 4"):
+        load_suite(_write(tmp_path / "bad.yaml", path.read_text().replace("nnodes: 2", "nnodes: 3")))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.slow
@@ -284,6 +327,49 @@ def test_vllm_tensor_parallel_runs_on_cpu(tmp_path):
     assert not r.info["length_mismatches"] and r.metric("output_tokens") == sum(r.info["output_lengths"])
     wide = records["tpc-serve-tp64-bf16"]
     assert wide.status == "skipped" and "binds each rank to cores of its own" in wide.reason
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Host.detect().has("vllm"), reason="vLLM is not installed")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two nodes on loopback need a core each")
+def test_a_vllm_engine_over_two_nodes_on_loopback(tmp_path):
+    """Two "nodes" on 127.0.0.1, each a `harness run` of the same suite on its own core (HARNESS_NODE_RANK 0
+    and 1): vLLM's tensor-parallel ranks span them (one each). Node 0 serves and records every cell (a
+    server's two load levels on one start, then an offline engine on another start at the same port); node 1
+    runs its rank headless through both starts, follows node 0 from one to the next, and stores nothing."""
+    from harness.base.nodes import free_port
+
+    port = free_port()
+    suite = tmp_path / "mnv.yaml"
+    nodes = f"tensor_parallel_size: 2, nnodes: 2, master_addr: 127.0.0.1, master_port: {port}, max_num_seqs: 4"
+    suite.write_text("name: mnv\nmodel: tiny\ntimeout_s: 600\nprecisions: [{kind: bf16}]\n"
+                     "workloads: [{name: w, num_requests: 4, prompt_tokens: 16, output_tokens: [4, 8]}]\n"
+                     "serving:\n  repeats: 1\n  warmup: 0\n  engines:\n"
+                     f"    - {{kind: vllm-server, {nodes}, loads: [{{kind: concurrency, concurrency: 1}}, "
+                     "{kind: concurrency, concurrency: 4}]}\n"
+                     f"    - {{kind: vllm-continuous, {nodes}}}\n")
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(tmp_path / f"node{n}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=lambda n=n: os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[n]}),
+                              env={**os.environ, "HARNESS_NODE_RANK": str(n), "COLUMNS": "250"}) for n in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    records = {r.cell_id: r for r in read_records(tmp_path / "node0")}
+    assert sorted(records) == ["mnv-serve-vllm-continuous-bf16", "mnv-serve-vllm-server-bf16-c1", "mnv-serve-vllm-server-bf16-c4"]
+    for r in records.values():
+        assert r.status == "ok", (r.cell_id, r.reason, r.log_tail)
+        assert r.info["nodes"] == {"nnodes": 2, "node_rank": 0, "master": f"127.0.0.1:{port}", "local_ranks": 1}
+        args = r.info["engine"]["engine_args"]
+        assert (args["tensor_parallel_size"], args["nnodes"], args["node_rank"]) == (2, 2, 0)
+        assert not r.info["length_mismatches"] and r.metric("output_tokens") == sum(r.info["output_lengths"])
+    assert records["mnv-serve-vllm-server-bf16-c4"].info["engine"]["engine_start"]["started_by"] == "mnv-serve-vllm-server-bf16-c1"
+    assert not list((tmp_path / "node1").glob("*.jsonl")) or not read_records(tmp_path / "node1")
+    assert outs[1].count("(node 1 of 2: node 0 records this cell, nothing is stored here)") == 3
+    logs = "".join(p.read_text() for p in (tmp_path / "node1" / "logs").glob("*.log"))
+    assert logs.count(f"node 1 of 2, headless for node 0 at 127.0.0.1:{port}") == 2  # one per start of node 0
 
 
 WORKFLOW = """
@@ -336,36 +422,32 @@ def test_submitit_runs_a_two_shard_suite_and_merges_the_stores(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_ddp_cell_over_two_nodes_on_loopback_records_both_nodes_ranks(tmp_path):
-    """Two "nodes" on 127.0.0.1: two `harness run` processes of one DDP cell (one rank each, gloo), joined by
-    torchrun's c10d rendezvous at node 0's endpoint. Node 0's record holds both ranks with their node ranks,
-    the ZeRO prediction for a world of two; node 1 stores nothing."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_submit_runs_a_ddp_cell_over_two_nodes_on_loopback(tmp_path):
+    """`harness submit --executor local`: a DDP cell over two nodes is a job of its own, one task per node
+    (two `harness run` of the cell side by side, one rank each, gloo, the task rank as node rank), joined
+    by torchrun's c10d rendezvous at node 0's endpoint; node 0's record holds both ranks with their node
+    ranks and the ZeRO prediction for a world of two; node 1 stores nothing; the job's store is merged."""
     suite = tmp_path / "mn.yaml"
-    suite.write_text(f"""
+    suite.write_text("""
 name: mn
 model: tiny
 timeout_s: 600
-precisions: [{{kind: fp32}}]
+precisions: [{kind: fp32}]
 training:
-  modes: [{{kind: full}}]
-  parallel:
-    - {{kind: ddp, nproc: 1, nnodes: 2, rdzv_endpoint: "127.0.0.1:{port}", rdzv_id: mn-test}}
+  modes: [{kind: full}]
+  parallel: [{kind: ddp, nproc: 1, nnodes: 2}]
   batch_size: 2
   seq_len: 64
   warmup_steps: 1
   steps: 2
 """)
-    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(tmp_path / f"node{n}")],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "HARNESS_NODE_RANK": str(n), "OMP_NUM_THREADS": "1"}) for n in (0, 1)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
-    (record,) = read_records(tmp_path / "node0")
+    res = cli("submit", suite, "--executor", "local", "--results", tmp_path / "results", timeout=900,
+              env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "mn-train-full-fp32-ddp on 2 nodes: done" in res.stdout
+    (node0,) = read_records(tmp_path / "results" / "submit" / "nodes-1")  # node 1 stored nothing beside it
+    (record,) = read_records(tmp_path / "results")
+    assert record.record_id == node0.record_id
     assert record.status == "ok", (record.reason, record.log_tail)
     ranks = record.info["ranks"]
     # c10d gives the nodes their ranks in the order they join: one rank on each node
@@ -374,4 +456,3 @@ training:
     assert record.info["world_size"] == 2 and record.info["nodes"] == {"nnodes": 2, "node_rank": 0}
     assert len(record.metrics["params_bytes"].samples) == 2
     assert record.metric("params_bytes") == record.metric("params_bytes_analytic")  # DDP replicates: each rank all
-    assert not list((tmp_path / "node1").glob("*.jsonl")) or not read_records(tmp_path / "node1")

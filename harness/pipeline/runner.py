@@ -288,7 +288,8 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
     With ``resume``, a cell already recorded as final for the same configuration and code is not run
     again; its stored record is returned instead (``on_record(record, reused=True)``). A cell recorded
     ``invalid`` runs again after its suite's ``validity.retry_pause_s``, up to ``validity.retries``
-    times; every attempt's record is kept (the latest counts).
+    times (not a multi-node cell: its other nodes would not run it again); every attempt's record is
+    kept (the latest counts). A multi-node cell's record made on a node > 0 is returned, not stored.
     """
     done = store.finished(plan.suite, runner.code_key, runner.environment.machine) if resume else {}
     records = []
@@ -323,8 +324,8 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
                 records.append(record)
                 if on_record:
                     on_record(record, False)
-            again = [(c, cmd) for c, cmd, r in zip(cells, commands, results)
-                     if r.status == "invalid" and attempt < c.validity.retries]
+            again = [(c, cmd) for c, cmd, r in zip(cells, commands, results)  # every node would have to agree
+                     if r.status == "invalid" and attempt < c.validity.retries and not _multinode(r)]
             if not again:
                 break
             time.sleep(max(c.validity.retry_pause_s for c, _ in again))  # let whatever contended pass
@@ -337,10 +338,14 @@ def run_plan(plan: Plan, store: Store, runner: Runner, *, resume: bool = True, o
 
 
 def _elsewhere(record: Record) -> bool:
-    """A multi-node cell's record made on a node other than 0: node 0's record holds every rank, so this
-    one is shown but not stored."""
-    nodes = record.info.get("nodes") if isinstance(record.info, dict) else None
-    return isinstance(nodes, dict) and int(nodes.get("node_rank") or 0) > 0
+    """A multi-node cell's record made on a node other than 0: node 0's record holds the measurements
+    (every rank's figures), so this one is shown but not stored."""
+    return record.nodes[0] > 0
+
+
+def _multinode(record: Record) -> bool:
+    """A record of a cell spread over several nodes: never retried alone (its nodes run it together)."""
+    return record.nodes[1] > 1
 
 
 def _store(store: Store, record: Record) -> None:

@@ -169,6 +169,14 @@ class Record(BaseModel):
         """An ``ok`` record whose validity was not found wanting (unchecked older records count as trusted)."""
         return self.status == "ok" and (self.validity is None or self.validity.valid)
 
+    @property
+    def nodes(self) -> tuple[int, int]:
+        """(node rank, nodes) of a cell spread over several nodes (``info.nodes``); (0, 1) otherwise."""
+        nodes = self.info.get("nodes") if isinstance(self.info, dict) else None
+        if not isinstance(nodes, dict):
+            return 0, 1
+        return int(nodes.get("node_rank") or 0), int(nodes.get("nnodes") or 1)
+
     def metric(self, name: str) -> float | None:
         m = self.metrics.get(name)
         return None if m is None else m.value

@@ -49,6 +49,12 @@ class Cell(StrictModel):
         obj = self.mode or self.engine
         return obj.label if obj is not None else None
 
+    @property
+    def nnodes(self) -> int:
+        """Nodes the cell's ranks span (a training parallel engine's or a vLLM engine's ``nnodes``): more than
+        one means every node runs the cell at once."""
+        return max(int(getattr(self.parallel, "nnodes", 1)), int(getattr(self.engine, "nnodes", 1)))
+
     def coords(self) -> dict[str, str]:
         """The cell's position on each axis, by label (what exclusions match against)."""
         out = {"scenario": self.scenario, "precision": self.precision.label}

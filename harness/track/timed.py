@@ -42,4 +42,7 @@ def progress_line(record: Record, *, reused: bool = False) -> str:
         line += f"; {bench.metric} {human_seconds(statistics.median(samples))} (median of {len(samples)})"
     if record.reason:
         line += f": {record.reason}"
+    rank, nnodes = record.nodes
+    if rank > 0:
+        line += f" (node {rank} of {nnodes}: node 0 records this cell, nothing is stored here)"
     return line

@@ -19,6 +19,9 @@ counters over the timed passes give ``prefix_cache_hit_ratio`` and ``spec_accept
 the timed passes together (their traces pooled, their durations summed). ``info`` keeps each pass's
 duration and whether the prefix cache was on and emptied before each pass.
 
+An engine over several nodes (vLLM's ``nnodes``) is measured on node 0; on every other node the cell
+lends that node's ranks to node 0's start (:func:`lend`) and its record is not stored.
+
 With a ``serving.eval`` block, each engine start is scored on lm-eval tasks after the timed passes of
 its first cell (:func:`harness.measure.lmeval.evaluate_target`: HF engines through ``HFLM`` on the
 loaded model, vLLM's offline engine through lm-eval's ``vllm`` model on the running engine, the server
@@ -61,6 +64,8 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
     requests = cell.workload.requests(tok)
     prepared = cell.precision.prepare(model, cell)  # GPTQ/AWQ: the quantized checkpoint the engine loads
     model = prepared.on(model)
+    if cell.engine.follows(cell):
+        return lend(cell, model)
     rss = PeakRSS(lifetime_peak=not scored_start(cell))  # an earlier scoring in this process raised the lifetime peak
     evaluating = cell.settings.get("eval")
 
@@ -97,6 +102,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
                     if t.output_tokens != q.output_tokens})  # short in any timed pass
     engine |= {"engine_start": served.engine_start, "prefix_cache": served.prefix_cache}
     info = {"engine": engine, "requests": len(requests), **decode_info,
+            **({"nodes": engine["nodes"]} if "nodes" in engine else {}),  # an engine over several nodes
             "passes": {"warmup": warmup, "repeats": repeats, "warmup_s": served.warmup_s,
                        "timed_s": [r.duration_s for r in runs]},
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
@@ -109,6 +115,18 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
         info["lmeval"]["engine_start_scored_by"] = served.scored_by  # one scoring per engine start
         metrics |= eval_metrics
     return CellResult(metrics=metrics, info=info)
+
+
+def lend(cell: "Cell", model: "ResolvedModel") -> CellResult:
+    """A node > 0 of a multi-node engine: its ranks serve node 0's start (:func:`harness.engines.follow`),
+    timed as one region so this node's contention while it lent them is on its record. Node 0's record
+    holds the measurements; this one (``info.nodes.node_rank`` > 0) is shown, not stored."""
+    from harness.engines import follow
+    from harness.measure.contention import timed_region
+
+    with timed_region("lent"):
+        lent = follow(cell, model)
+    return CellResult(info={"nodes": {"nnodes": lent["nnodes"], "node_rank": lent["node_rank"]}, "lent": lent})
 
 
 class _Unscored:

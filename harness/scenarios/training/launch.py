@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterator
 from harness.base.errors import HarnessError
 from harness.base.logtail import tail
 from harness.base.protocol import OOM_MESSAGES, pythonpath
-from harness.parallel import Nodes
+from harness.base.nodes import Nodes, is_loopback
 from harness.scenarios.training.rank import STORE_ENV
 
 if TYPE_CHECKING:
@@ -68,14 +68,10 @@ def torchrun_command(cell: Cell, cell_json: Path, out_dir: Path, store_port: int
         return [*base, "--nnodes", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{store_port}",
                 "--rdzv-id", uuid.uuid4().hex, "--rdzv-conf", "is_host=false", "--local-addr", "127.0.0.1", *rank_cmd]
     assert nodes.endpoint is not None and nodes.rdzv_id is not None
-    local = ["--local-addr", "127.0.0.1"] if _loopback(nodes.endpoint) else []
+    local = ["--local-addr", "127.0.0.1"] if is_loopback(nodes.endpoint) else []
     return [*base, "--nnodes", str(nodes.nnodes), "--node-rank", str(nodes.node_rank), "--rdzv-backend", "c10d",
             "--rdzv-endpoint", nodes.endpoint, "--rdzv-id", nodes.rdzv_id,
             "--rdzv-conf", f"is_host={'true' if nodes.node_rank == 0 else 'false'}", *local, *rank_cmd]
-
-
-def _loopback(endpoint: str) -> bool:
-    return endpoint.rpartition(":")[0] in ("127.0.0.1", "localhost")
 
 
 def rank_env(nproc: int, base: dict[str, str] | None = None, store_port: int | None = None,
@@ -166,7 +162,7 @@ def launch(cell: Cell, out_dir: str | Path, *, timeout_s: float) -> list[dict[st
     single = nodes.nnodes == 1
     with open(log_path, "wb") as log, (loopback_store() if single else nullcontext(None)) as port:
         # several nodes: the ranks join with torchrun's env:// (MASTER_ADDR on node 0), not a loopback store
-        env = rank_env(nproc, store_port=port, loopback=single or _loopback(nodes.endpoint or ""))
+        env = rank_env(nproc, store_port=port, loopback=single or is_loopback(nodes.endpoint or ""))
         proc = subprocess.Popen(torchrun_command(cell, cell_json, out, port, nodes), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         tee = threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True, name="torchrun-log")
