@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from harness.engines.vllm_offline import VLLMOptions
 
 POLL_S = 0.2  # node 0 restarts an engine for its next group in seconds, never this fast
-STOP_GRACE_S = 15.0
 
 
 def port_open(host: str, port: int) -> bool:
@@ -57,6 +56,7 @@ def follow(options: "VLLMOptions", cell: "CellView", model: "ResolvedModel") -> 
     then until it closed). Raises TimeoutError if node 0's port does not open within the engine's
     ``startup_timeout_s``, RuntimeError if the headless ranks exit while node 0's engine runs."""
     from harness.base.proctree import stop_tree, with_parent_death
+    from harness.engines.vllm_server import STOP_GRACE_S
 
     nodes = options.nodes()
     cmd = headless_command(options, cell, model)

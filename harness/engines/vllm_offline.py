@@ -105,12 +105,10 @@ class VLLMOptions(Engine):
     def nodes(self) -> Nodes:
         """Where this node stands among the engine's nodes (:func:`harness.base.nodes.locate`; the endpoint
         is ``master_addr:master_port``). Raises ValueError naming what is missing."""
-        endpoint = None
-        if self.master_addr is not None:
-            endpoint = f"{self.master_addr}:{self.master_port or DEFAULT_PORT}"
+        endpoint = f"{self.master_addr}:{self.master_port or DEFAULT_PORT}" if self.master_addr else None
         nodes = locate(self.nnodes, node_rank=self.node_rank, endpoint=endpoint, need_id=False,
                        settings="the vLLM engine's settings (node_rank, master_addr, master_port)")
-        if self.master_port is not None and nodes.endpoint is not None and self.master_addr is None:
+        if self.master_port is not None and nodes.endpoint is not None:  # the port given, the host found
             nodes.endpoint = f"{nodes.host}:{self.master_port}"
         return nodes
 

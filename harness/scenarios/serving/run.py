@@ -102,7 +102,7 @@ def run(cell: "Cell", model: "ResolvedModel") -> CellResult:
                     if t.output_tokens != q.output_tokens})  # short in any timed pass
     engine |= {"engine_start": served.engine_start, "prefix_cache": served.prefix_cache}
     info = {"engine": engine, "requests": len(requests), **decode_info,
-            **({"nodes": engine["nodes"]} if "nodes" in engine else {}),  # an engine over several nodes
+            **({"nodes": engine.pop("nodes")} if "nodes" in engine else {}),  # an engine over several nodes
             "passes": {"warmup": warmup, "repeats": repeats, "warmup_s": served.warmup_s,
                        "timed_s": [r.duration_s for r in runs]},
             "output_lengths": [r.output_tokens for r in requests], "length_mismatches": short}
